@@ -1,0 +1,55 @@
+/*
+ * kernels.h (private): the per-ISA kernel table behind tern_matmul. Each
+ * path (kernels_scalar.c, kernels_avx2.c, kernels_avx512.c,
+ * kernels_neon.c) fills one tern_kernels; the scalar one is the reference
+ * the tests compare every other path against.
+ */
+#ifndef TERN_CORE_KERNELS_H
+#define TERN_CORE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/matmul.h"
+
+/*
+ * Ternary raw dot: for rows r < nrows and tokens t < ntok,
+ *   out[(r * ntok + t) * nb + b] = sum_{j in block b} code(w_r, j) * a_t[j]
+ * where code is the stored unsigned code (T2 0..2, T3 trit 0..2), blocks
+ * are `blk` weights (blk divides... or equals kpad; nb = ceil(kpad/blk)),
+ * w_r = w + r * w_stride bytes, a_t = a + t * a_stride bytes; kpad is the
+ * padded row length (multiple of the dtype's row_align).
+ */
+typedef void (*tern_tdot_fn)(const uint8_t *w, size_t w_stride, int64_t nrows,
+			     const int8_t *a, size_t a_stride, int64_t ntok, int64_t kpad,
+			     int64_t blk, int32_t *out);
+
+/* int8 x int8 raw dot, same output convention, nb = 1 (per row). */
+typedef void (*tern_i8dot_fn)(const int8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
+			      size_t a_stride, int64_t ntok, int64_t k, int32_t *out);
+
+/* Float weight x float activation: y[t * ldy + r] = dot(W_r, x_t) over k,
+ * W rows of dtype F32/F16/BF16 (w_stride bytes apart). */
+typedef void (*tern_fdot_fn)(const void *w, size_t w_stride, int64_t nrows, const float *x,
+			     int64_t ldx, int64_t ntok, int64_t k, float *y, int64_t ldy);
+
+typedef struct tern_kernels {
+	tern_kernel_path path;
+	tern_tdot_fn t2_dot;
+	tern_tdot_fn t3_dot;
+	tern_i8dot_fn i8_dot;
+	tern_fdot_fn f32_dot;
+	tern_fdot_fn f16_dot;
+	tern_fdot_fn bf16_dot;
+} tern_kernels;
+
+/* Each returns its table, or NULL if the path is not compiled in. */
+const tern_kernels *tern_kernels_scalar(void);
+const tern_kernels *tern_kernels_avx2(void);
+const tern_kernels *tern_kernels_avx512(void);
+const tern_kernels *tern_kernels_neon(void);
+
+/* Table for a path, NULL if not built or the CPU lacks it. */
+const tern_kernels *tern_kernels_get(tern_kernel_path p);
+
+#endif

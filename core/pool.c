@@ -1,0 +1,161 @@
+/*
+ * pool.c: the persistent thread pool. Workers spin briefly on a generation
+ * counter between runs (so back-to-back kernels dispatch in well under a
+ * microsecond), then sleep on a condition variable. A run allocates
+ * nothing and the caller takes part as thread 0.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "core/internal.h"
+
+/* About 0.2 ms of polling before a worker goes to sleep. */
+#define TERN_POOL_SPIN 20000
+
+struct tern_pool;
+
+typedef struct tern_worker {
+	struct tern_pool *pool;
+	int index;
+} tern_worker;
+
+struct tern_pool {
+	int n;
+	pthread_t *threads;   /* [n - 1] */
+	tern_worker *workers; /* [n - 1] */
+	tern_pool_fn fn;
+	void *arg;
+	atomic_uint_fast64_t gen;
+	atomic_int pending;
+	atomic_int sleepers;
+	atomic_int stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+static void *worker_main(void *p)
+{
+	tern_worker *w = p;
+	tern_pool *pool = w->pool;
+	uint_fast64_t seen = 0;
+	for (;;) {
+		int spins = 0;
+		while (atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop)) {
+			if (++spins < TERN_POOL_SPIN) {
+				cpu_relax();
+				continue;
+			}
+			pthread_mutex_lock(&pool->mu);
+			atomic_fetch_add(&pool->sleepers, 1);
+			while (atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop))
+				pthread_cond_wait(&pool->cv, &pool->mu);
+			atomic_fetch_sub(&pool->sleepers, 1);
+			pthread_mutex_unlock(&pool->mu);
+		}
+		if (atomic_load(&pool->stop))
+			return NULL;
+		seen = atomic_load(&pool->gen);
+		pool->fn(pool->arg, w->index, pool->n);
+		atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+	}
+}
+
+static void wake_all(tern_pool *pool)
+{
+	if (atomic_load(&pool->sleepers) > 0) {
+		pthread_mutex_lock(&pool->mu);
+		pthread_cond_broadcast(&pool->cv);
+		pthread_mutex_unlock(&pool->mu);
+	}
+}
+
+int tern_pool_new(int n, tern_pool **out)
+{
+	*out = NULL;
+	if (n < 1 || n > 1024)
+		return TERN_E_INVALID;
+	tern_pool *pool = calloc(1, sizeof *pool);
+	if (!pool)
+		return TERN_E_NOMEM;
+	pool->n = n;
+	pthread_mutex_init(&pool->mu, NULL);
+	pthread_cond_init(&pool->cv, NULL);
+	if (n > 1) {
+		pool->threads = calloc((size_t)n - 1, sizeof *pool->threads);
+		pool->workers = calloc((size_t)n - 1, sizeof *pool->workers);
+		if (!pool->threads || !pool->workers) {
+			pool->n = 1;
+			tern_pool_free(pool);
+			return TERN_E_NOMEM;
+		}
+	}
+	for (int i = 1; i < n; i++) {
+		pool->workers[i - 1].pool = pool;
+		pool->workers[i - 1].index = i;
+		if (pthread_create(&pool->threads[i - 1], NULL, worker_main, &pool->workers[i - 1]) != 0) {
+			pool->n = i; /* join only the threads that started */
+			tern_pool_free(pool);
+			return TERN_E_NOMEM;
+		}
+	}
+	*out = pool;
+	return TERN_OK;
+}
+
+void tern_pool_free(tern_pool *pool)
+{
+	if (!pool)
+		return;
+	atomic_store(&pool->stop, 1);
+	pthread_mutex_lock(&pool->mu);
+	pthread_cond_broadcast(&pool->cv);
+	pthread_mutex_unlock(&pool->mu);
+	for (int i = 1; i < pool->n; i++)
+		pthread_join(pool->threads[i - 1], NULL);
+	pthread_mutex_destroy(&pool->mu);
+	pthread_cond_destroy(&pool->cv);
+	free(pool->threads);
+	free(pool->workers);
+	free(pool);
+}
+
+int tern_pool_size(const tern_pool *pool)
+{
+	return pool->n;
+}
+
+void tern_pool_run(tern_pool *pool, tern_pool_fn fn, void *arg)
+{
+	if (pool->n == 1) {
+		fn(arg, 0, 1);
+		return;
+	}
+	pool->fn = fn;
+	pool->arg = arg;
+	atomic_store(&pool->pending, pool->n - 1);
+	atomic_fetch_add(&pool->gen, 1);
+	wake_all(pool);
+	fn(arg, 0, pool->n);
+	while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0)
+		cpu_relax();
+}
+
+void tern_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end)
+{
+	if (align < 1)
+		align = 1;
+	int64_t units = (n + align - 1) / align;
+	int64_t u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
+	*begin = TERN_MIN(n, u0 * align);
+	*end = TERN_MIN(n, u1 * align);
+}
