@@ -16,7 +16,8 @@
  * Ternary raw dot: for rows r < nrows and tokens t < ntok,
  *   out[(r * ntok + t) * nb + b] = sum_{j in block b} code(w_r, j) * a_t[j]
  * where code is the stored unsigned code (T2 0..2, T3 trit 0..2), blocks
- * are `blk` weights (blk divides... or equals kpad; nb = ceil(kpad/blk)),
+ * are `blk` weights (blk is a multiple of 32 or equals kpad; there are
+ * nb = ceil(kpad / blk) blocks and the last may be partial),
  * w_r = w + r * w_stride bytes, a_t = a + t * a_stride bytes; kpad is the
  * padded row length (multiple of the dtype's row_align).
  */

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "tern/tern.h"
 

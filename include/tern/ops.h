@@ -2,7 +2,10 @@
  * ops.h: the float32 operations that sit between linear layers, shared by
  * every model family. All are plain functions on caller-owned buffers; none
  * allocates or fails except where a status is returned. Row-major layouts;
- * shapes are given in the comments as [outer][inner].
+ * shapes are given in the comments as [outer][inner]. A length n <= 0
+ * makes the void functions do nothing. Reductions (norm statistics,
+ * softmax sums) accumulate in double so results track a double-precision
+ * reference to float rounding.
  */
 #ifndef TERN_OPS_H
 #define TERN_OPS_H
@@ -61,7 +64,10 @@ TERN_API int tern_rope(float *x, int64_t n_heads, int64_t head_dim, int64_t rot_
  * 0 for dense or at least the dense width. out must not overlap k or v.
  * scratch: at least n_kv floats. Returns TERN_E_INVALID on bad shapes
  * (non-positive dims, n_heads % n_kv_heads != 0, NULL buffers, non-finite
- * scale), TERN_E_OVERFLOW if an extent does not fit in int64_t. */
+ * scale), TERN_E_OVERFLOW if an extent does not fit in int64_t.
+ * Single-threaded; to split work, call once per kv head with q, k, v, out
+ * offset to that head's group, n_heads = n_heads / n_kv_heads,
+ * n_kv_heads = 1 and the full-width strides (one scratch per caller). */
 typedef struct tern_attn_params {
 	int64_t n_q, n_kv, n_heads, n_kv_heads, head_dim;
 	int64_t q_pos0;
@@ -99,7 +105,7 @@ TERN_API void tern_gate_add(float *x, const float *gate, const float *y, int64_t
  * (cos first), zero-padded if dim is odd. out [dim]. */
 TERN_API void tern_timestep_embedding(float t, int64_t dim, float max_period, float *out);
 
-/* Vector helpers. */
+/* Vector helpers; y may be x. */
 TERN_API void tern_vec_add(float *y, const float *x, int64_t n);   /* y += x */
 TERN_API void tern_vec_mul(float *y, const float *x, int64_t n);   /* y *= x */
 TERN_API void tern_vec_scale(float *y, float s, int64_t n);        /* y *= s */

@@ -39,7 +39,8 @@ typedef enum tern_dtype {
 	TERN_DTYPE_F32 = 0,
 	TERN_DTYPE_F16 = 1,
 	TERN_DTYPE_BF16 = 2,
-	TERN_DTYPE_I8 = 3,  /* int8; as a weight matrix it carries scales */
+	TERN_DTYPE_I8 = 3,  /* int8, rows padded to 32; as a weight matrix it
+	                       carries scales, with kind NONE it is plain int8 */
 	TERN_DTYPE_I32 = 4,
 	TERN_DTYPE_T2 = 5,  /* ternary, 2-bit codes */
 	TERN_DTYPE_T3 = 6,  /* ternary, base-3, 5 trits per byte */
@@ -51,7 +52,8 @@ typedef enum tern_scale_kind {
 	TERN_SCALE_NONE = 0,   /* float types */
 	TERN_SCALE_TENSOR = 1, /* one scale */
 	TERN_SCALE_ROW = 2,    /* one per row */
-	TERN_SCALE_BLOCK = 3,  /* one per `block` weights of each padded row */
+	TERN_SCALE_BLOCK = 3,  /* one per `block` weights of each padded row:
+	                          ceil(padded / block) per row, row-major */
 } tern_scale_kind;
 
 typedef struct tern_qparams {
@@ -70,7 +72,9 @@ typedef struct tern_type_traits {
 	/* Unscaled conversion of one row of n elements (n = logical columns).
 	 * For float types: element <-> float. For T2/T3/I8: codes <-> int8 values
 	 * in {-1,0,1} (T2/T3) or [-128,127] (I8); pad bytes are written as zero
-	 * weights. Row pointers address the packed row. */
+	 * weights. Row pointers address the packed row. row_from_float rounds
+	 * to nearest even and saturates (I8/I32; NaN -> 0) or clamps to
+	 * [-1,1] (T2/T3). row_to_i8/row_from_i8 are NULL for F32/F16/BF16/I32. */
 	void (*row_to_float)(const void *src, float *dst, int64_t n);
 	void (*row_from_float)(const float *src, void *dst, int64_t n);
 	void (*row_to_i8)(const void *src, int8_t *dst, int64_t n);
@@ -84,11 +88,14 @@ TERN_API const tern_type_traits *tern_type_traits_of(tern_dtype dtype);
 TERN_API tern_dtype tern_dtype_from_name(const char *name);
 TERN_API const char *tern_dtype_name(tern_dtype dtype);
 
-/* Elements per row after padding (cols rounded up to row_align). */
+/* Elements per row after padding (cols rounded up to row_align); -1 for
+ * an invalid dtype, negative cols or overflow. */
 TERN_API int64_t tern_row_padded(tern_dtype dtype, int64_t cols);
-/* Bytes of one packed row of `cols` logical columns (codes only). */
+/* Bytes of one packed row of `cols` logical columns (codes only); 0 for an
+ * invalid dtype, negative cols or a size that does not fit. */
 TERN_API size_t tern_row_bytes(tern_dtype dtype, int64_t cols);
-/* Number of scales for a rows x cols matrix under qp (0 if not quantized). */
+/* Number of scales for a rows x cols matrix under qp (0 if not quantized;
+ * qp NULL means kind NONE). TERN_E_INVALID/TERN_E_OVERFLOW on failure. */
 TERN_API int tern_scale_count(tern_dtype dtype, const tern_qparams *qp, int64_t rows,
 			      int64_t cols, size_t *out);
 /* Total bytes of a rows x cols matrix (codes + scales), overflow-checked. */
@@ -120,9 +127,11 @@ TERN_API int64_t tern_tensor_cols(const tern_tensor *t);
  * Rejects n_dims out of range and negative or zero dims with a message. */
 TERN_API int tern_tensor_bytes(tern_ctx *ctx, const tern_tensor *t, size_t *out);
 
-/* Pointer to the scales of a quantized tensor (after the codes). */
+/* Pointer to the scales of a quantized tensor (after the codes); NULL if
+ * the tensor has none. */
 TERN_API const void *tern_tensor_scales(const tern_tensor *t);
-/* The float scale that applies to (row, col) of a quantized tensor. */
+/* The float scale that applies to (row, col) of a quantized tensor (1 for
+ * a tensor without scales). */
 TERN_API float tern_tensor_scale_at(const tern_tensor *t, int64_t row, int64_t col);
 
 /* Dequantize one row into cols floats (scales applied). */
@@ -144,13 +153,16 @@ typedef enum tern_ternarize_method {
 
 /* Ternarize a float matrix src [rows][cols] into dst (a T2/T3 tensor of
  * that shape, allocated by the caller, with kind TENSOR, ROW or BLOCK):
- * s = mean|W| (or median) over the scale's span, w = clamp(round(W/s),-1,1),
- * stored scale = s. A zero span gets scale 0 and all-zero codes. */
+ * s = mean|W| (or the lower median) over the scale's span (logical columns
+ * only), w = clamp(round(W/s),-1,1) with ties to even, stored scale = s in
+ * the scale type. A span whose s is 0 gets scale 0 and all-zero codes.
+ * Rejects non-finite input and scales that overflow f16 (TERN_E_INVALID). */
 TERN_API int tern_ternarize(tern_ctx *ctx, const float *src, tern_ternarize_method method,
 			    tern_tensor *dst);
 
 /* Pack ternary-valued floats (each exactly -s, 0 or +s for its span's
- * scale s) into dst exactly; TERN_E_INVALID if a value is not ternary. */
+ * scale s = its largest magnitude) into dst exactly; TERN_E_INVALID if a
+ * value is not ternary or s is not exactly representable in an f16 scale. */
 TERN_API int tern_pack_ternary_exact(tern_ctx *ctx, const float *src, tern_tensor *dst);
 
 typedef enum tern_round_mode {
@@ -164,19 +176,23 @@ typedef enum tern_actq_mode {
 } tern_actq_mode;
 
 /* int8 absmax quantization of one token (row) of n floats into q[kpad]
- * (q[n..kpad) = 0), clamped to [-128,127]. *scale = absmax / 127 (0 for an
- * all-zero row, whose q is all zero), so x ~= q * scale. */
+ * (q[n..kpad) = 0, kpad >= n), clamped to [-128,127]. *scale = absmax / 127
+ * (0 for an all-zero row, or one holding inf/NaN, whose q is all zero), so
+ * x ~= q * scale. Reentrant; allocates nothing. */
 TERN_API void tern_quantize_row_i8(const float *x, int64_t n, int64_t kpad, tern_actq_mode mode,
 				   tern_round_mode round, int8_t *q, float *scale);
 
 /* ---- exact converters to and from other projects' ternary types ------ */
 
 /* llama.cpp TQ2_0 (block 256: qs[64] 2-bit, d f16) and TQ1_0 (block 256:
- * qs[48], qh[4], d f16), bitnet.cpp I2_S (x86 layout; tensor scale f32).
- * `from` converts rows x cols (cols a multiple of 256 for TQ*, 128 for
- * I2_S data as stored) into a new tern tensor in dtype T2 or T3 with
- * per-block(256, f16) scales for TQ* and per-tensor f32 for I2_S; `to`
- * converts back and is byte-identical on data produced by those tools. */
+ * qs[48], qh[4], d f16), bitnet.cpp I2_S (x86 layout: n/4 bytes of codes,
+ * f32 tensor scale, padding to n/4 + 32 bytes); docs/FORMAT.md has the
+ * bytes. Import converts rows x cols (cols a multiple of 256 for TQ*, 128
+ * for I2_S) into a new tern tensor in dtype T2 or T3 with per-block(256,
+ * f16) scales for TQ* and per-tensor f32 for I2_S; export converts back and
+ * is byte-identical on data produced by those tools, except the 28 I2_S
+ * padding bytes after the scale, which bitnet.cpp leaves uninitialized and
+ * tern writes as zeros. */
 typedef enum tern_foreign_type {
 	TERN_FOREIGN_TQ1_0 = 0,
 	TERN_FOREIGN_TQ2_0 = 1,
@@ -186,8 +202,9 @@ typedef enum tern_foreign_type {
 /* Bytes of a rows x cols tensor in the foreign type (overflow-checked). */
 TERN_API int tern_foreign_bytes(tern_ctx *ctx, tern_foreign_type ft, int64_t rows, int64_t cols,
 				size_t *out);
-/* Convert foreign data (src_bytes long) into *out (a new tensor; caller
- * frees). dtype picks T2 or T3. */
+/* Convert foreign data (src_bytes long, exactly tern_foreign_bytes) into
+ * *out (a new tensor; caller frees with tern_tensor_free). dtype picks T2
+ * or T3. Invalid codes and non-canonical base-3 bytes are TERN_E_FORMAT. */
 TERN_API int tern_foreign_import(tern_ctx *ctx, tern_foreign_type ft, const void *src,
 				 size_t src_bytes, int64_t rows, int64_t cols, tern_dtype dtype,
 				 tern_tensor **out);

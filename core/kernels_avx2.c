@@ -1,0 +1,458 @@
+/*
+ * kernels_avx2.c: the AVX2 (+FMA, F16C) kernel table for x86 CPUs without
+ * AVX-512. A 64-byte ternary group is handled as two 32-byte halves;
+ * codes times int8 activations go through vpmaddubsw (unsigned x signed
+ * bytes to int16 pairs, which cannot saturate since codes are <= 2) and
+ * vpmaddwd to int32. Tiles of 4 rows x 2 tokens (16 ymm registers only)
+ * reuse each unpacked weight vector across tokens. This file is compiled
+ * with AVX2 flags and is only called after cpu.c has checked the CPU.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "core/kernels.h"
+
+#define KINLINE static inline __attribute__((always_inline))
+
+KINLINE int32_t hsum_epi32(__m256i v)
+{
+	__m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+	return _mm_cvtsi128_si32(s);
+}
+
+KINLINE float hsum_ps(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* ---- ternary ---------------------------------------------------------- */
+
+/* Slice p of 32 packed T2 bytes: reloading the bytes (an L1 hit) and
+ * shifting by 2p costs fewer registers than keeping them live. The 16-bit
+ * shift pulls bits of the neighbouring byte in above the 2 kept. */
+KINLINE __m256i t2_slice(const uint8_t *bytes, int p)
+{
+	__m256i v = _mm256_loadu_si256((const __m256i *)bytes);
+	v = _mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * p));
+	return _mm256_and_si256(v, _mm256_set1_epi8(3));
+}
+
+/* Next trit slice of a T3 half group; `cur` starts as the packed bytes.
+ * The trit is the high byte of q*3: (q >= 86) + (q >= 171), done with
+ * signed compares after moving the range by 128. */
+KINLINE __m256i t3_next(__m256i *cur)
+{
+	__m256i q = *cur;
+	__m256i qs = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+	__m256i ge1 = _mm256_cmpgt_epi8(qs, _mm256_set1_epi8(85 - 128));
+	__m256i ge2 = _mm256_cmpgt_epi8(qs, _mm256_set1_epi8(42));
+	*cur = _mm256_add_epi8(_mm256_add_epi8(q, q), q);
+	return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge1, ge2));
+}
+
+KINLINE __m256i dot_u8s8(__m256i acc, __m256i w, __m256i a)
+{
+	return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, a),
+							_mm256_set1_epi16(1)));
+}
+
+/*
+ * R rows x T tokens over a whole padded row; P codes per byte (4: T2,
+ * 5: T3). A full group (64 bytes) is two halves of 32 bytes; a half group
+ * is one. Slices are 64 (or 32) weights and blocks end on multiples of
+ * 128 or at kpad, so a block always ends right after some slice.
+ */
+KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad,
+		       int64_t blk, int32_t *out, int64_t ors, int64_t ots, const int P,
+		       const int R, const int T)
+{
+	__m256i acc[4][2];
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm256_setzero_si256();
+
+	const int64_t gw = 64 * P;
+	const int64_t full = kpad / gw * gw;
+	int64_t next = blk < kpad ? blk : kpad;
+	int64_t b = 0;
+
+#define TDOT_FLUSH(end)                                                              \
+	do {                                                                         \
+		if ((end) == next) {                                                 \
+			_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)       \
+			_Pragma("GCC unroll 2") for (int t_ = 0; t_ < T; t_++)       \
+			{                                                            \
+				out[r_ * ors + t_ * ots + b] = hsum_epi32(acc[r_][t_]); \
+				acc[r_][t_] = _mm256_setzero_si256();                \
+			}                                                            \
+			b++;                                                         \
+			next = next + blk < kpad ? next + blk : kpad;                \
+		}                                                                    \
+	} while (0)
+
+	int64_t j = 0;
+	for (; j < full; j += gw) {
+		__m256i cur[4][2];
+		if (P == 5) {
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++) {
+				cur[r][0] = _mm256_loadu_si256((const __m256i *)(w + r * ws + j / P));
+				cur[r][1] = _mm256_loadu_si256(
+					(const __m256i *)(w + r * ws + j / P + 32));
+			}
+		}
+#pragma GCC unroll 5
+		for (int p = 0; p < P; p++) {
+#pragma GCC unroll 2
+			for (int h = 0; h < 2; h++) {
+				__m256i wv[4];
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++)
+					wv[r] = P == 4 ? t2_slice(w + r * ws + j / P + 32 * h, p)
+						       : t3_next(&cur[r][h]);
+#pragma GCC unroll 2
+				for (int t = 0; t < T; t++) {
+					__m256i av = _mm256_loadu_si256(
+						(const __m256i *)(a + t * as + j + 64 * p + 32 * h));
+#pragma GCC unroll 4
+					for (int r = 0; r < R; r++)
+						acc[r][t] = dot_u8s8(acc[r][t], wv[r], av);
+				}
+			}
+			TDOT_FLUSH(j + 64 * (p + 1));
+		}
+	}
+	if (j < kpad) {
+		__m256i cur[4];
+		if (P == 5) {
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				cur[r] = _mm256_loadu_si256((const __m256i *)(w + r * ws + j / P));
+		}
+#pragma GCC unroll 5
+		for (int p = 0; p < P; p++) {
+			__m256i wv[4];
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				wv[r] = P == 4 ? t2_slice(w + r * ws + j / P, p) : t3_next(&cur[r]);
+#pragma GCC unroll 2
+			for (int t = 0; t < T; t++) {
+				__m256i av = _mm256_loadu_si256(
+					(const __m256i *)(a + t * as + j + 32 * p));
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++)
+					acc[r][t] = dot_u8s8(acc[r][t], wv[r], av);
+			}
+			TDOT_FLUSH(j + 32 * (p + 1));
+		}
+	}
+#undef TDOT_FLUSH
+}
+
+typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_t as,
+			     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots);
+
+#define TDOT_TILE(name, P, R, T)                                                             \
+	static void name(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad, \
+			 int64_t blk, int32_t *out, int64_t ors, int64_t ots)                   \
+	{                                                                                    \
+		tdot_tile(w, ws, a, as, kpad, blk, out, ors, ots, P, R, T);                  \
+	}
+
+TDOT_TILE(t2_tile_4x2, 4, 4, 2)
+TDOT_TILE(t2_tile_4x1, 4, 4, 1)
+TDOT_TILE(t2_tile_1x2, 4, 1, 2)
+TDOT_TILE(t2_tile_1x1, 4, 1, 1)
+TDOT_TILE(t3_tile_4x2, 5, 4, 2)
+TDOT_TILE(t3_tile_4x1, 5, 4, 1)
+TDOT_TILE(t3_tile_1x2, 5, 1, 2)
+TDOT_TILE(t3_tile_1x1, 5, 1, 1)
+
+/* Covers nrows x ntok with 4x2 tiles and narrower ones at the edges. */
+static void tdot_run(tdot_tile_fn t42, tdot_tile_fn t41, tdot_tile_fn t12, tdot_tile_fn t11,
+		     const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a, size_t as,
+		     int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+{
+	const int64_t nb = (kpad + blk - 1) / blk;
+	const int64_t ors = ntok * nb;
+	for (int64_t t0 = 0; t0 < ntok; t0 += 2) {
+		int64_t nt = ntok - t0 < 2 ? ntok - t0 : 2;
+		const int8_t *at = a + t0 * as;
+		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+			int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+			const uint8_t *wr = w + r0 * ws;
+			int32_t *o = out + r0 * ors + t0 * nb;
+			if (nr == 4 && nt == 2) {
+				t42(wr, ws, at, as, kpad, blk, o, ors, nb);
+			} else if (nr == 4) {
+				t41(wr, ws, at, as, kpad, blk, o, ors, nb);
+			} else if (nt == 2) {
+				for (int64_t r = 0; r < nr; r++)
+					t12(wr + r * ws, ws, at, as, kpad, blk, o + r * ors, ors, nb);
+			} else {
+				for (int64_t r = 0; r < nr; r++)
+					t11(wr + r * ws, ws, at, as, kpad, blk, o + r * ors, ors, nb);
+			}
+		}
+	}
+}
+
+static void t2_dot_avx2(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
+			size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+{
+	tdot_run(t2_tile_4x2, t2_tile_4x1, t2_tile_1x2, t2_tile_1x1, w, w_stride, nrows, a,
+		 a_stride, ntok, kpad, blk, out);
+}
+
+static void t3_dot_avx2(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
+			size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+{
+	tdot_run(t3_tile_4x2, t3_tile_4x1, t3_tile_1x2, t3_tile_1x1, w, w_stride, nrows, a,
+		 a_stride, ntok, kpad, blk, out);
+}
+
+/* ---- int8 x int8 ------------------------------------------------------ */
+
+/* Both sides are sign-extended to int16 and multiplied with vpmaddwd,
+ * which is exact (vpmaddubsw could saturate on -128 * -128 pairs). The
+ * k % 16 tail is added in scalar code; integer sums do not care about
+ * order. */
+KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int64_t k,
+		     int32_t *out, int64_t ors, const int R, const int T)
+{
+	__m256i acc[4][2];
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm256_setzero_si256();
+	int64_t j = 0;
+	for (; j + 16 <= k; j += 16) {
+		__m256i wv[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			wv[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + r * ws + j)));
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++) {
+			__m256i av = _mm256_cvtepi8_epi16(
+				_mm_loadu_si128((const __m128i *)(a + t * as + j)));
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm256_add_epi32(acc[r][t], _mm256_madd_epi16(wv[r], av));
+		}
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++) {
+			int32_t s = hsum_epi32(acc[r][t]);
+			for (int64_t i = j; i < k; i++)
+				s += (int32_t)w[r * ws + i] * a[t * as + i];
+			out[r * ors + t] = s;
+		}
+}
+
+typedef void (*i8_tile_fn)(const int8_t *w, size_t ws, const int8_t *a, size_t as, int64_t k,
+			   int32_t *out, int64_t ors);
+
+#define I8_TILE(name, R, T)                                                                  \
+	static void name(const int8_t *w, size_t ws, const int8_t *a, size_t as, int64_t k,   \
+			 int32_t *out, int64_t ors)                                           \
+	{                                                                                    \
+		i8_tile(w, ws, a, as, k, out, ors, R, T);                                    \
+	}
+
+I8_TILE(i8_tile_4x2, 4, 2)
+I8_TILE(i8_tile_4x1, 4, 1)
+I8_TILE(i8_tile_1x2, 1, 2)
+I8_TILE(i8_tile_1x1, 1, 1)
+
+static void i8_dot_avx2(const int8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
+			size_t a_stride, int64_t ntok, int64_t k, int32_t *out)
+{
+	for (int64_t t0 = 0; t0 < ntok; t0 += 2) {
+		int64_t nt = ntok - t0 < 2 ? ntok - t0 : 2;
+		const int8_t *at = a + t0 * a_stride;
+		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+			int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+			const int8_t *wr = w + r0 * w_stride;
+			int32_t *o = out + r0 * ntok + t0;
+			if (nr == 4 && nt == 2) {
+				i8_tile_4x2(wr, w_stride, at, a_stride, k, o, ntok);
+			} else if (nr == 4) {
+				i8_tile_4x1(wr, w_stride, at, a_stride, k, o, ntok);
+			} else {
+				for (int64_t r = 0; r < nr; r++) {
+					if (nt == 2)
+						i8_tile_1x2(wr + r * w_stride, w_stride, at, a_stride, k,
+							    o + r * ntok, ntok);
+					else
+						i8_tile_1x1(wr + r * w_stride, w_stride, at, a_stride, k,
+							    o + r * ntok, ntok);
+				}
+			}
+		}
+	}
+}
+
+/* ---- float weights ---------------------------------------------------- */
+
+/*
+ * Every (row, token) dot is one 8-lane FMA chain over k in steps of 8, a
+ * zero-padded tail step and a fixed reduction, whatever tile computes it,
+ * so results do not depend on how rows and tokens were split.
+ */
+enum { W_F32, W_F16, W_BF16 };
+
+KINLINE __m256 load_w8(const void *w, int64_t j, const int kind)
+{
+	if (kind == W_F32)
+		return _mm256_loadu_ps((const float *)w + j);
+	__m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + j));
+	if (kind == W_F16)
+		return _mm256_cvtph_ps(h);
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* The last k - j (< 8) weights, zero padded. */
+KINLINE __m256 load_w8_tail(const void *w, int64_t j, int64_t n, const int kind)
+{
+	if (kind == W_F32) {
+		float buf[8] = { 0 };
+		memcpy(buf, (const float *)w + j, (size_t)n * sizeof(float));
+		return _mm256_loadu_ps(buf);
+	}
+	uint16_t buf[8] = { 0 };
+	memcpy(buf, (const uint16_t *)w + j, (size_t)n * sizeof(uint16_t));
+	return load_w8(buf, 0, kind);
+}
+
+KINLINE __m256 load_x8_tail(const float *x, int64_t n)
+{
+	float buf[8] = { 0 };
+	memcpy(buf, x, (size_t)n * sizeof(float));
+	return _mm256_loadu_ps(buf);
+}
+
+KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, int64_t k,
+		       float *y, int64_t ldy, const int kind, const int R, const int T)
+{
+	__m256 acc[4][2];
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm256_setzero_ps();
+	int64_t j = 0;
+	for (; j + 8 <= k; j += 8) {
+		__m256 wv[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			wv[r] = load_w8((const char *)w + r * ws, j, kind);
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++) {
+			__m256 xv = _mm256_loadu_ps(x + t * ldx + j);
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+		}
+	}
+	if (j < k) {
+		__m256 wv[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			wv[r] = load_w8_tail((const char *)w + r * ws, j, k - j, kind);
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++) {
+			__m256 xv = load_x8_tail(x + t * ldx + j, k - j);
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++)
+			y[t * ldy + r] = hsum_ps(acc[r][t]);
+}
+
+typedef void (*fdot_tile_fn)(const void *w, size_t ws, const float *x, int64_t ldx, int64_t k,
+			     float *y, int64_t ldy);
+
+#define FDOT_TILE(name, kind, R, T)                                                          \
+	static void name(const void *w, size_t ws, const float *x, int64_t ldx, int64_t k,    \
+			 float *y, int64_t ldy)                                               \
+	{                                                                                    \
+		fdot_tile(w, ws, x, ldx, k, y, ldy, kind, R, T);                             \
+	}
+
+FDOT_TILE(f32_tile_4x2, W_F32, 4, 2)
+FDOT_TILE(f32_tile_4x1, W_F32, 4, 1)
+FDOT_TILE(f32_tile_1x1, W_F32, 1, 1)
+FDOT_TILE(f16_tile_4x2, W_F16, 4, 2)
+FDOT_TILE(f16_tile_4x1, W_F16, 4, 1)
+FDOT_TILE(f16_tile_1x1, W_F16, 1, 1)
+FDOT_TILE(bf16_tile_4x2, W_BF16, 4, 2)
+FDOT_TILE(bf16_tile_4x1, W_BF16, 4, 1)
+FDOT_TILE(bf16_tile_1x1, W_BF16, 1, 1)
+
+static void fdot_run(fdot_tile_fn t42, fdot_tile_fn t41, fdot_tile_fn t11, const void *w,
+		     size_t ws, int64_t nrows, const float *x, int64_t ldx, int64_t ntok,
+		     int64_t k, float *y, int64_t ldy)
+{
+	const char *wb = (const char *)w;
+	for (int64_t t0 = 0; t0 < ntok; t0 += 2) {
+		int64_t nt = ntok - t0 < 2 ? ntok - t0 : 2;
+		const float *xt = x + t0 * ldx;
+		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+			int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+			const char *wr = wb + r0 * ws;
+			float *o = y + t0 * ldy + r0;
+			if (nr == 4 && nt == 2) {
+				t42(wr, ws, xt, ldx, k, o, ldy);
+			} else if (nr == 4) {
+				t41(wr, ws, xt, ldx, k, o, ldy);
+			} else {
+				for (int64_t r = 0; r < nr; r++)
+					for (int64_t t = 0; t < nt; t++)
+						t11(wr + r * ws, ws, xt + t * ldx, ldx, k,
+						    o + t * ldy + r, ldy);
+			}
+		}
+	}
+}
+
+#define FDOT_ENTRY(name, pre)                                                                \
+	static void name(const void *w, size_t w_stride, int64_t nrows, const float *x,       \
+			 int64_t ldx, int64_t ntok, int64_t k, float *y, int64_t ldy)          \
+	{                                                                                    \
+		fdot_run(pre##_tile_4x2, pre##_tile_4x1, pre##_tile_1x1, w, w_stride, nrows, \
+			 x, ldx, ntok, k, y, ldy);                                            \
+	}
+
+FDOT_ENTRY(f32_dot_avx2, f32)
+FDOT_ENTRY(f16_dot_avx2, f16)
+FDOT_ENTRY(bf16_dot_avx2, bf16)
+
+static const tern_kernels avx2_table = {
+	.path = TERN_KERNEL_AVX2,
+	.t2_dot = t2_dot_avx2,
+	.t3_dot = t3_dot_avx2,
+	.i8_dot = i8_dot_avx2,
+	.f32_dot = f32_dot_avx2,
+	.f16_dot = f16_dot_avx2,
+	.bf16_dot = bf16_dot_avx2,
+};
+
+const tern_kernels *tern_kernels_avx2(void)
+{
+	return &avx2_table;
+}

@@ -1,0 +1,475 @@
+/*
+ * kernels_avx512.c: the AVX-512 (F, BW, VL, VNNI) kernel table. Ternary
+ * codes are unpacked one 64-weight slice at a time from a 64-byte group
+ * and multiplied into int32 lanes with vpdpbusd (unsigned codes x signed
+ * activations). Tiles of several rows x several tokens reuse every
+ * unpacked weight vector across tokens and every activation vector across
+ * rows. This file is compiled with AVX-512 flags and is only called after
+ * cpu.c has checked the CPU.
+ */
+#include <immintrin.h>
+
+#include "core/kernels.h"
+
+#define KINLINE static inline __attribute__((always_inline))
+
+/* ---- ternary ---------------------------------------------------------- */
+
+/* The decoders hand out one slice of codes per call and advance `cur`,
+ * which starts as the group's packed bytes. */
+KINLINE __m512i t2_next(__m512i *cur)
+{
+	__m512i c = _mm512_and_si512(*cur, _mm512_set1_epi8(3));
+	/* 16-bit shifts are fine: the bits pulled in from the neighbouring
+	 * byte land above the 2 bits kept. */
+	*cur = _mm512_srli_epi16(*cur, 2);
+	return c;
+}
+
+KINLINE __m512i t3_next(__m512i *cur)
+{
+	__m512i q = *cur;
+	/* The trit is the high byte of q*3: 1 from q >= 86, 2 from q >= 171. */
+	__mmask64 ge1 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8(86));
+	__mmask64 ge2 = _mm512_cmpge_epu8_mask(q, _mm512_set1_epi8((char)171));
+	__m512i t = _mm512_maskz_mov_epi8(ge1, _mm512_set1_epi8(1));
+	t = _mm512_mask_mov_epi8(t, ge2, _mm512_set1_epi8(2));
+	*cur = _mm512_add_epi8(_mm512_add_epi8(q, q), q);
+	return t;
+}
+
+KINLINE __m512i load_zext256(const void *p)
+{
+	return _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)p));
+}
+
+/*
+ * R rows x T tokens over a whole padded row. P is codes per byte (4: T2,
+ * 5: T3). Slices end on multiples of 32 weights and blocks on multiples
+ * of 128 (or at kpad), so a block always ends exactly after some slice;
+ * the block's sums are then reduced and stored at out[r*ors + t*ots + b].
+ */
+KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad,
+		       int64_t blk, int32_t *out, int64_t ors, int64_t ots, const int P,
+		       const int R, const int T)
+{
+	__m512i acc[4][4];
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm512_setzero_si512();
+
+	const int64_t gw = 64 * P;
+	const int64_t full = kpad / gw * gw;
+	int64_t next = blk < kpad ? blk : kpad;
+	int64_t b = 0;
+
+#define TDOT_FLUSH(end)                                                              \
+	do {                                                                         \
+		if ((end) == next) {                                                 \
+			_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)       \
+			_Pragma("GCC unroll 4") for (int t_ = 0; t_ < T; t_++)       \
+			{                                                            \
+				out[r_ * ors + t_ * ots + b] =                       \
+					_mm512_reduce_add_epi32(acc[r_][t_]);        \
+				acc[r_][t_] = _mm512_setzero_si512();                \
+			}                                                            \
+			b++;                                                         \
+			next = next + blk < kpad ? next + blk : kpad;                \
+		}                                                                    \
+	} while (0)
+
+	int64_t j = 0;
+	for (; j < full; j += gw) {
+		__m512i cur[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			cur[r] = _mm512_loadu_si512(w + r * ws + j / P);
+#pragma GCC unroll 5
+		for (int p = 0; p < P; p++) {
+			__m512i wv[4];
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				wv[r] = P == 4 ? t2_next(&cur[r]) : t3_next(&cur[r]);
+#pragma GCC unroll 4
+			for (int t = 0; t < T; t++) {
+				__m512i av = _mm512_loadu_si512(a + t * as + j + 64 * p);
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++)
+					acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+			}
+			TDOT_FLUSH(j + 64 * (p + 1));
+		}
+	}
+	if (j < kpad) {
+		/* The half group: 32 bytes, zero-extended so 512-bit ops add
+		 * nothing from the upper half (code 0 times activation 0). */
+		__m512i cur[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			cur[r] = load_zext256(w + r * ws + j / P);
+#pragma GCC unroll 5
+		for (int p = 0; p < P; p++) {
+			__m512i wv[4];
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				wv[r] = P == 4 ? t2_next(&cur[r]) : t3_next(&cur[r]);
+#pragma GCC unroll 4
+			for (int t = 0; t < T; t++) {
+				__m512i av = load_zext256(a + t * as + j + 32 * p);
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++)
+					acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+			}
+			TDOT_FLUSH(j + 32 * (p + 1));
+		}
+	}
+#undef TDOT_FLUSH
+}
+
+typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_t as,
+			     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots);
+
+#define TDOT_TILE(name, P, R, T)                                                             \
+	static void name(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad, \
+			 int64_t blk, int32_t *out, int64_t ors, int64_t ots)                   \
+	{                                                                                    \
+		tdot_tile(w, ws, a, as, kpad, blk, out, ors, ots, P, R, T);                  \
+	}
+
+TDOT_TILE(t2_tile_4x4, 4, 4, 4)
+TDOT_TILE(t2_tile_4x1, 4, 4, 1)
+TDOT_TILE(t2_tile_1x4, 4, 1, 4)
+TDOT_TILE(t2_tile_1x1, 4, 1, 1)
+TDOT_TILE(t3_tile_4x4, 5, 4, 4)
+TDOT_TILE(t3_tile_4x1, 5, 4, 1)
+TDOT_TILE(t3_tile_1x4, 5, 1, 4)
+TDOT_TILE(t3_tile_1x1, 5, 1, 1)
+
+/*
+ * Covers nrows x ntok with 4x4 tiles and narrower ones at the edges.
+ * Tokens are the outer loop: a block of 4 tokens' activations stays in L1
+ * while the (4x smaller) weight rows stream past it.
+ */
+static void tdot_run(tdot_tile_fn t44, tdot_tile_fn t41, tdot_tile_fn t14, tdot_tile_fn t11,
+		     const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a, size_t as,
+		     int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+{
+	const int64_t nb = (kpad + blk - 1) / blk;
+	const int64_t ors = ntok * nb;
+	for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
+		int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
+		const int8_t *at = a + t0 * as;
+		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+			int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+			const uint8_t *wr = w + r0 * ws;
+			int32_t *o = out + r0 * ors + t0 * nb;
+			if (nr == 4 && nt == 4) {
+				t44(wr, ws, at, as, kpad, blk, o, ors, nb);
+			} else if (nr == 4) {
+				for (int64_t t = 0; t < nt; t++)
+					t41(wr, ws, at + t * as, as, kpad, blk, o + t * nb, ors, nb);
+			} else if (nt == 4) {
+				for (int64_t r = 0; r < nr; r++)
+					t14(wr + r * ws, ws, at, as, kpad, blk, o + r * ors, ors, nb);
+			} else {
+				for (int64_t r = 0; r < nr; r++)
+					for (int64_t t = 0; t < nt; t++)
+						t11(wr + r * ws, ws, at + t * as, as, kpad, blk,
+						    o + r * ors + t * nb, ors, nb);
+			}
+		}
+	}
+}
+
+static void t2_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
+			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+{
+	tdot_run(t2_tile_4x4, t2_tile_4x1, t2_tile_1x4, t2_tile_1x1, w, w_stride, nrows, a,
+		 a_stride, ntok, kpad, blk, out);
+}
+
+static void t3_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
+			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+{
+	tdot_run(t3_tile_4x4, t3_tile_4x1, t3_tile_1x4, t3_tile_1x1, w, w_stride, nrows, a,
+		 a_stride, ntok, kpad, blk, out);
+}
+
+/* ---- int8 x int8 ------------------------------------------------------ */
+
+/* Mask of the first n (1..63) bytes of a 64-byte vector. */
+KINLINE __mmask64 tail_mask64(int64_t n)
+{
+	return (__mmask64)(~0ull >> (64 - n));
+}
+
+/*
+ * vpdpbusd wants one unsigned operand, so weights are flipped to w + 128
+ * (xor 0x80) and 128 * sum(a) is taken off at the end. Intermediate sums
+ * may wrap; the arithmetic is modulo 2^32 and the true result fits in
+ * int32 (|w*a| <= 2^14, k < 2^17), so the final value is exact.
+ */
+KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int64_t k,
+		     const uint32_t *asum, int32_t *out, int64_t ors, const int R, const int T)
+{
+	__m512i acc[4][4];
+	const __m512i flip = _mm512_set1_epi8((char)0x80);
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm512_setzero_si512();
+	int64_t j = 0;
+	for (; j + 64 <= k; j += 64) {
+		__m512i wv[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			wv[r] = _mm512_xor_si512(_mm512_loadu_si512(w + r * ws + j), flip);
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			__m512i av = _mm512_loadu_si512(a + t * as + j);
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+		}
+	}
+	if (j < k) {
+		/* Masked-off weight bytes become 128 after the flip, but their
+		 * activations are loaded as 0, so they add nothing. */
+		__mmask64 m = tail_mask64(k - j);
+		__m512i wv[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			wv[r] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, w + r * ws + j), flip);
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			__m512i av = _mm512_maskz_loadu_epi8(m, a + t * as + j);
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+		}
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			uint32_t s = (uint32_t)_mm512_reduce_add_epi32(acc[r][t]);
+			out[r * ors + t] = (int32_t)(s - 128u * asum[t]);
+		}
+}
+
+typedef void (*i8_tile_fn)(const int8_t *w, size_t ws, const int8_t *a, size_t as, int64_t k,
+			   const uint32_t *asum, int32_t *out, int64_t ors);
+
+#define I8_TILE(name, R, T)                                                                  \
+	static void name(const int8_t *w, size_t ws, const int8_t *a, size_t as, int64_t k,   \
+			 const uint32_t *asum, int32_t *out, int64_t ors)                     \
+	{                                                                                    \
+		i8_tile(w, ws, a, as, k, asum, out, ors, R, T);                              \
+	}
+
+I8_TILE(i8_tile_4x4, 4, 4)
+I8_TILE(i8_tile_4x1, 4, 1)
+I8_TILE(i8_tile_1x4, 1, 4)
+I8_TILE(i8_tile_1x1, 1, 1)
+
+static uint32_t i8_sum(const int8_t *a, int64_t k)
+{
+	const __m512i ones = _mm512_set1_epi8(1);
+	__m512i acc = _mm512_setzero_si512();
+	int64_t j = 0;
+	for (; j + 64 <= k; j += 64)
+		acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(a + j));
+	if (j < k)
+		acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(tail_mask64(k - j), a + j));
+	return (uint32_t)_mm512_reduce_add_epi32(acc);
+}
+
+static void i8_dot_avx512(const int8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
+			  size_t a_stride, int64_t ntok, int64_t k, int32_t *out)
+{
+	for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
+		int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
+		const int8_t *at = a + t0 * a_stride;
+		uint32_t asum[4];
+		for (int64_t t = 0; t < nt; t++)
+			asum[t] = i8_sum(at + t * a_stride, k);
+		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+			int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+			const int8_t *wr = w + r0 * w_stride;
+			int32_t *o = out + r0 * ntok + t0;
+			if (nr == 4 && nt == 4) {
+				i8_tile_4x4(wr, w_stride, at, a_stride, k, asum, o, ntok);
+			} else if (nr == 4) {
+				for (int64_t t = 0; t < nt; t++)
+					i8_tile_4x1(wr, w_stride, at + t * a_stride, a_stride, k,
+						    asum + t, o + t, ntok);
+			} else if (nt == 4) {
+				for (int64_t r = 0; r < nr; r++)
+					i8_tile_1x4(wr + r * w_stride, w_stride, at, a_stride, k, asum,
+						    o + r * ntok, ntok);
+			} else {
+				for (int64_t r = 0; r < nr; r++)
+					for (int64_t t = 0; t < nt; t++)
+						i8_tile_1x1(wr + r * w_stride, w_stride,
+							    at + t * a_stride, a_stride, k, asum + t,
+							    o + r * ntok + t, ntok);
+			}
+		}
+	}
+}
+
+/* ---- float weights ---------------------------------------------------- */
+
+/*
+ * Every (row, token) dot is one 16-lane FMA chain over k in steps of 16,
+ * a masked tail and a fixed reduction, whatever tile computes it, so the
+ * result does not depend on how rows and tokens were split.
+ */
+enum { W_F32, W_F16, W_BF16 };
+
+KINLINE __m512 load_w16(const void *w, int64_t j, const int kind)
+{
+	if (kind == W_F32)
+		return _mm512_loadu_ps((const float *)w + j);
+	__m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + j));
+	if (kind == W_F16)
+		return _mm512_cvtph_ps(h);
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+KINLINE __m512 load_w16_tail(const void *w, int64_t j, __mmask16 m, const int kind)
+{
+	if (kind == W_F32)
+		return _mm512_maskz_loadu_ps(m, (const float *)w + j);
+	__m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + j);
+	if (kind == W_F16)
+		return _mm512_cvtph_ps(h);
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, int64_t k,
+		       float *y, int64_t ldy, const int kind, const int R, const int T)
+{
+	__m512 acc[4][4];
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm512_setzero_ps();
+	int64_t j = 0;
+	for (; j + 16 <= k; j += 16) {
+		__m512 wv[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			wv[r] = load_w16((const char *)w + r * ws, j, kind);
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			__m512 xv = _mm512_loadu_ps(x + t * ldx + j);
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+		}
+	}
+	if (j < k) {
+		__mmask16 m = (__mmask16)((1u << (k - j)) - 1u);
+		__m512 wv[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			wv[r] = load_w16_tail((const char *)w + r * ws, j, m, kind);
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			__m512 xv = _mm512_maskz_loadu_ps(m, x + t * ldx + j);
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+typedef void (*fdot_tile_fn)(const void *w, size_t ws, const float *x, int64_t ldx, int64_t k,
+			     float *y, int64_t ldy);
+
+#define FDOT_TILE(name, kind, R, T)                                                          \
+	static void name(const void *w, size_t ws, const float *x, int64_t ldx, int64_t k,    \
+			 float *y, int64_t ldy)                                               \
+	{                                                                                    \
+		fdot_tile(w, ws, x, ldx, k, y, ldy, kind, R, T);                             \
+	}
+
+FDOT_TILE(f32_tile_4x4, W_F32, 4, 4)
+FDOT_TILE(f32_tile_4x1, W_F32, 4, 1)
+FDOT_TILE(f32_tile_1x4, W_F32, 1, 4)
+FDOT_TILE(f32_tile_1x1, W_F32, 1, 1)
+FDOT_TILE(f16_tile_4x4, W_F16, 4, 4)
+FDOT_TILE(f16_tile_4x1, W_F16, 4, 1)
+FDOT_TILE(f16_tile_1x4, W_F16, 1, 4)
+FDOT_TILE(f16_tile_1x1, W_F16, 1, 1)
+FDOT_TILE(bf16_tile_4x4, W_BF16, 4, 4)
+FDOT_TILE(bf16_tile_4x1, W_BF16, 4, 1)
+FDOT_TILE(bf16_tile_1x4, W_BF16, 1, 4)
+FDOT_TILE(bf16_tile_1x1, W_BF16, 1, 1)
+
+static void fdot_run(fdot_tile_fn t44, fdot_tile_fn t41, fdot_tile_fn t14, fdot_tile_fn t11,
+		     const void *w, size_t ws, int64_t nrows, const float *x, int64_t ldx,
+		     int64_t ntok, int64_t k, float *y, int64_t ldy)
+{
+	const char *wb = (const char *)w;
+	for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
+		int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
+		const float *xt = x + t0 * ldx;
+		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+			int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+			const char *wr = wb + r0 * ws;
+			float *o = y + t0 * ldy + r0;
+			if (nr == 4 && nt == 4) {
+				t44(wr, ws, xt, ldx, k, o, ldy);
+			} else if (nr == 4) {
+				for (int64_t t = 0; t < nt; t++)
+					t41(wr, ws, xt + t * ldx, ldx, k, o + t * ldy, ldy);
+			} else if (nt == 4) {
+				for (int64_t r = 0; r < nr; r++)
+					t14(wr + r * ws, ws, xt, ldx, k, o + r, ldy);
+			} else {
+				for (int64_t r = 0; r < nr; r++)
+					for (int64_t t = 0; t < nt; t++)
+						t11(wr + r * ws, ws, xt + t * ldx, ldx, k,
+						    o + t * ldy + r, ldy);
+			}
+		}
+	}
+}
+
+#define FDOT_ENTRY(name, pre)                                                                \
+	static void name(const void *w, size_t w_stride, int64_t nrows, const float *x,       \
+			 int64_t ldx, int64_t ntok, int64_t k, float *y, int64_t ldy)          \
+	{                                                                                    \
+		fdot_run(pre##_tile_4x4, pre##_tile_4x1, pre##_tile_1x4, pre##_tile_1x1, w,   \
+			 w_stride, nrows, x, ldx, ntok, k, y, ldy);                           \
+	}
+
+FDOT_ENTRY(f32_dot_avx512, f32)
+FDOT_ENTRY(f16_dot_avx512, f16)
+FDOT_ENTRY(bf16_dot_avx512, bf16)
+
+static const tern_kernels avx512_table = {
+	.path = TERN_KERNEL_AVX512,
+	.t2_dot = t2_dot_avx512,
+	.t3_dot = t3_dot_avx512,
+	.i8_dot = i8_dot_avx512,
+	.f32_dot = f32_dot_avx512,
+	.f16_dot = f16_dot_avx512,
+	.bf16_dot = bf16_dot_avx512,
+};
+
+const tern_kernels *tern_kernels_avx512(void)
+{
+	return &avx512_table;
+}

@@ -1,0 +1,170 @@
+/*
+ * plugin.h: the plugin ABI (what a model plugin exports) and the registry
+ * (how the host finds, checks and uses plugins).
+ *
+ * A plugin is a shared object that exports exactly one symbol,
+ * `tern_plugin_entry`, a function returning a pointer to a constant
+ * tern_plugin_desc. The host refuses a plugin whose ABI major differs from
+ * TERN_PLUGIN_ABI_MAJOR or whose minor is newer than the host's. Structs
+ * begin with struct_size so later minors can append fields; a plugin built
+ * against an older minor simply has a smaller struct, and the host reads
+ * only the fields that fit.
+ *
+ * Thread safety: a registry is built once and then only read; lookups may
+ * run concurrently. A loaded model may be shared by threads when its
+ * plugin says so (TERN_PLUGIN_FLAG_SHARED_MODEL); each thread passes its
+ * own tern_ctx to the task calls. docs/PLUGINS.md is the guide.
+ */
+#ifndef TERN_PLUGIN_H
+#define TERN_PLUGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tern/file.h"
+#include "tern/image.h"
+#include "tern/tern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TERN_PLUGIN_ABI_MAJOR 1
+#define TERN_PLUGIN_ABI_MINOR 0
+#define TERN_PLUGIN_ENTRY_SYMBOL "tern_plugin_entry"
+
+#if defined(__GNUC__)
+#define TERN_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define TERN_PLUGIN_EXPORT
+#endif
+
+/* Tasks a plugin can offer (bit mask). Each needs its op in tern_plugin_ops. */
+enum tern_task {
+	TERN_TASK_CLASSIFY = 1u << 0,
+	TERN_TASK_GENERATE = 1u << 1,
+	TERN_TASK_CAPTION = 1u << 2,
+	TERN_TASK_IMAGINE = 1u << 3,
+	TERN_TASK_ACT = 1u << 4,
+};
+
+enum tern_plugin_flags {
+	TERN_PLUGIN_FLAG_SHARED_MODEL = 1u << 0, /* a model may serve several threads */
+};
+
+typedef struct tern_registry tern_registry;
+
+/* Services the host hands to every plugin call. */
+typedef struct tern_host {
+	size_t struct_size;
+	uint32_t abi_major, abi_minor;   /* the host's ABI version */
+	tern_ctx *ctx;                   /* errors (tern_error), logging (tern_log),
+	                                    threads and scratch for this call */
+	const tern_registry *registry;   /* for tern_registry_component() */
+	/* Progress of long work; returns nonzero if the caller wants to cancel
+	 * (the plugin then stops and returns TERN_E_CANCELLED). May be NULL. */
+	int (*progress)(void *user, const char *stage, int64_t done, int64_t total);
+	void *progress_user;
+} tern_host;
+
+/* A component interface the plugin provides (e.g. "lm", "image-encoder"),
+ * each versioned on its own. */
+typedef struct tern_component_desc {
+	const char *interface;
+	uint32_t version;
+} tern_component_desc;
+
+/* One class of a classification result. */
+typedef struct tern_class {
+	int index;
+	float prob;
+	const char *label;   /* owned by the model; valid while it is loaded */
+} tern_class;
+
+typedef struct tern_plugin_ops {
+	size_t struct_size;
+	/* Required. Build a model from an opened file (the file outlives the
+	 * model: the host closes it after free). *model is the plugin's. */
+	int (*load)(const tern_host *host, const tern_file *file, void **model);
+	/* Required. Free what load made; accepts NULL. */
+	void (*free)(void *model);
+	/* Required if the descriptor lists components: the interface table of
+	 * `interface` at `version` (a const static struct of the plugin's, its
+	 * first field a size_t struct_size), or NULL. */
+	const void *(*component)(const char *interface, uint32_t version);
+	/* TERN_TASK_CLASSIFY: the k most probable classes of img into out[k]
+	 * (sorted by probability), *n_out = how many were written. */
+	int (*classify)(const tern_host *host, void *model, const tern_image *img, int k,
+			tern_class *out, int *n_out);
+} tern_plugin_ops;
+
+typedef struct tern_plugin_desc {
+	size_t struct_size;
+	uint32_t abi_major, abi_minor;   /* TERN_PLUGIN_ABI_MAJOR/MINOR it was built with */
+	const char *name;                /* unique, [a-z0-9_-]+ */
+	const char *version;             /* the plugin's own version string */
+	const char *description;
+	const char *const *architectures;/* NULL-terminated; matched to the file's architecture */
+	const tern_component_desc *components;
+	size_t n_components;
+	uint32_t tasks;                  /* enum tern_task bits */
+	uint32_t flags;                  /* enum tern_plugin_flags bits */
+	const tern_plugin_ops *ops;
+} tern_plugin_desc;
+
+/* The one symbol a plugin exports. */
+typedef const tern_plugin_desc *(*tern_plugin_entry_fn)(void);
+
+/* ---- the registry (host side) ----------------------------------------- */
+
+/* Scan for plugins: the directories in search_path (colon-separated) if
+ * not NULL, else TERN_PLUGIN_PATH, then the build tree, then the installed
+ * plugin directory. Every *.so found is checked; refusals are recorded,
+ * not fatal. The registry keeps ctx for messages; caller frees with
+ * tern_registry_free (which unloads the plugins: free models first). */
+TERN_API int tern_registry_new(tern_ctx *ctx, const char *search_path, tern_registry **out);
+TERN_API void tern_registry_free(tern_registry *reg);
+
+/* Loaded plugins, in discovery order. */
+TERN_API size_t tern_registry_count(const tern_registry *reg);
+TERN_API const tern_plugin_desc *tern_registry_plugin(const tern_registry *reg, size_t i,
+						      const char **path);
+
+/* Files that were refused: path, status and reason (owned by reg). */
+TERN_API size_t tern_registry_n_refused(const tern_registry *reg);
+TERN_API const char *tern_registry_refused(const tern_registry *reg, size_t i, const char **path,
+					   int *status);
+
+/* The directories searched, in order (owned by reg). */
+TERN_API size_t tern_registry_n_dirs(const tern_registry *reg);
+TERN_API const char *tern_registry_dir(const tern_registry *reg, size_t i);
+
+/* The plugin implementing an architecture, or NULL. */
+TERN_API const tern_plugin_desc *tern_registry_find_arch(const tern_registry *reg,
+							 const char *arch);
+/* A component interface table from whichever plugin provides `interface`
+ * with exactly `version`; NULL if none (the host message says why). */
+TERN_API const void *tern_registry_component(const tern_registry *reg, const char *interface,
+					     uint32_t version, const tern_plugin_desc **provider);
+
+/* ---- models -------------------------------------------------------------- */
+
+typedef struct tern_model tern_model;
+
+/* Open a model file, pick the plugin for its architecture and load it.
+ * Caller frees with tern_model_free; the registry must outlive it. */
+TERN_API int tern_model_load(tern_ctx *ctx, const tern_registry *reg, const char *path,
+			     tern_model **out);
+TERN_API void tern_model_free(tern_model *m);
+TERN_API const tern_plugin_desc *tern_model_plugin(const tern_model *m);
+TERN_API const tern_file *tern_model_file(const tern_model *m);
+
+/* Classify an image with a model whose plugin offers TERN_TASK_CLASSIFY. */
+TERN_API int tern_classify(tern_ctx *ctx, tern_model *m, const tern_image *img, int k,
+			   tern_class *out, int *n_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,747 @@
+/*
+ * test_kernels.c: the ternary, int8 and float matmul kernels and their
+ * driver. The scalar table is checked against naive sums over unpacked
+ * values; every SIMD path this CPU has is checked against the scalar one
+ * on odd shapes; the public tern_matmul* entry points are checked against
+ * double-precision references, across kernel paths and thread counts.
+ */
+#include <criterion/criterion.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "core/kernels.h"
+#include "core/pack.h"
+#include "tern/matmul.h"
+#include "tern/tensor.h"
+#include "testutil.h"
+
+/* Lengths that hit every edge of the layouts: shorter than a half group,
+ * one past a half group, exact groups, several groups plus a tail. */
+static const int64_t k_list[] = { 1, 7, 127, 128, 129, 160, 161, 255, 256, 300, 321, 480, 1152, 4304 };
+#define N_K (sizeof k_list / sizeof k_list[0])
+
+static void pack_row(tern_dtype dt, const int8_t *w, int64_t n, uint8_t *dst)
+{
+	if (dt == TERN_DTYPE_T2)
+		tern_t2_pack_row(w, n, dst);
+	else
+		tern_t3_pack_row(w, n, dst);
+}
+
+static void unpack_row(tern_dtype dt, const uint8_t *src, int64_t n, int8_t *w)
+{
+	if (dt == TERN_DTYPE_T2)
+		tern_t2_unpack_row(src, n, w);
+	else
+		tern_t3_unpack_row(src, n, w);
+}
+
+/* ---- packing ------------------------------------------------------------ */
+
+Test(kernels, pack_unpack_round_trips_every_length_up_to_700)
+{
+	tu_rng rng = tu_rng_new(1);
+	int8_t w[704], back[960];
+	uint8_t packed[256];
+	for (int dti = 0; dti < 2; dti++) {
+		tern_dtype dt = dti ? TERN_DTYPE_T3 : TERN_DTYPE_T2;
+		for (int64_t n = 1; n <= 700; n++) {
+			for (int64_t j = 0; j < n; j++)
+				w[j] = (int8_t)tu_int(&rng, -1, 1);
+			int64_t padded = tern_row_padded(dt, n);
+			cr_assert_eq(tern_row_bytes(dt, n), (size_t)(padded / (dt == TERN_DTYPE_T2 ? 4 : 5)));
+			memset(packed, 0xAA, sizeof packed);
+			pack_row(dt, w, n, packed);
+			/* Unpacking the padded length shows the pad is zero weights. */
+			unpack_row(dt, packed, padded, back);
+			cr_assert_eq(memcmp(w, back, (size_t)n), 0, "%s n=%lld", tern_dtype_name(dt),
+				     (long long)n);
+			for (int64_t j = n; j < padded; j++)
+				cr_assert_eq(back[j], 0, "%s n=%lld pad %lld", tern_dtype_name(dt),
+					     (long long)n, (long long)j);
+			if (dt == TERN_DTYPE_T2)
+				cr_assert(tern_t2_row_valid(packed, n));
+		}
+	}
+}
+
+Test(kernels, t2_layout_matches_the_header_formula)
+{
+	/* 300 weights pad to 384: one full group (64 bytes) + a half group
+	 * (32 bytes); weight (start + p*G + m) is code p of byte start/4 + m. */
+	int8_t w[300];
+	uint8_t packed[96];
+	tu_rng rng = tu_rng_new(2);
+	for (int j = 0; j < 300; j++)
+		w[j] = (int8_t)tu_int(&rng, -1, 1);
+	tern_t2_pack_row(w, 300, packed);
+	for (int j = 0; j < 384; j++) {
+		int start = j < 256 ? 0 : 256, g = j < 256 ? 64 : 32;
+		int p = (j - start) / g, m = (j - start) % g;
+		int code = (packed[start / 4 + m] >> (2 * p)) & 3;
+		cr_assert_eq(code - 1, j < 300 ? w[j] : 0, "weight %d", j);
+	}
+}
+
+Test(kernels, t3_encoding_decodes_all_243_bytes_and_rejects_nothing_valid)
+{
+	for (int v = 0; v < 243; v++) {
+		uint8_t t[5] = { (uint8_t)(v / 81), (uint8_t)(v / 27 % 3), (uint8_t)(v / 9 % 3),
+				 (uint8_t)(v / 3 % 3), (uint8_t)(v % 3) };
+		uint8_t b = tern_t3_encode(t), u[5];
+		cr_assert_eq(b, (v * 256 + 242) / 243, "ceil(v*256/243) for v=%d", v);
+		tern_t3_decode(b, u);
+		for (int p = 0; p < 5; p++) {
+			cr_assert_eq(u[p], t[p], "v=%d trit %d", v, p);
+			/* The header's formula: ((b * 3^p mod 256) * 3) >> 8. */
+			unsigned pw = 1;
+			for (int i = 0; i < p; i++)
+				pw *= 3;
+			cr_assert_eq(((b * pw) % 256 * 3) >> 8, t[p]);
+		}
+	}
+}
+
+Test(kernels, t2_row_valid_rejects_code_3)
+{
+	int8_t w[200] = { 0 };
+	uint8_t packed[64];
+	tern_t2_pack_row(w, 200, packed);
+	cr_assert(tern_t2_row_valid(packed, 200));
+	packed[63] = (uint8_t)(packed[63] | 0xC0);
+	cr_assert_not(tern_t2_row_valid(packed, 200));
+}
+
+/* ---- raw ternary kernels -------------------------------------------------- */
+
+/* A packed random matrix with its unpacked values, and random activations
+ * over the whole padded length (kernels see every padded position). */
+typedef struct tcase {
+	tern_dtype dt;
+	int64_t rows, k, kpad, ntok;
+	size_t ws;
+	int8_t *wv;     /* [rows][kpad] unpacked values, pad = 0 */
+	uint8_t *w;     /* [rows][ws] packed */
+	int8_t *a;      /* [ntok][kpad] */
+} tcase;
+
+static void tcase_make(tcase *c, tern_dtype dt, int64_t rows, int64_t k, int64_t ntok, tu_rng *rng)
+{
+	c->dt = dt;
+	c->rows = rows;
+	c->k = k;
+	c->kpad = tern_row_padded(dt, k);
+	c->ntok = ntok;
+	c->ws = tern_row_bytes(dt, k);
+	c->wv = calloc((size_t)(rows * c->kpad), 1);
+	c->w = malloc((size_t)rows * c->ws);
+	c->a = malloc((size_t)(ntok * c->kpad));
+	for (int64_t r = 0; r < rows; r++) {
+		for (int64_t j = 0; j < k; j++)
+			c->wv[r * c->kpad + j] = (int8_t)tu_int(rng, -1, 1);
+		pack_row(dt, c->wv + r * c->kpad, k, c->w + r * c->ws);
+	}
+	for (int64_t i = 0; i < ntok * c->kpad; i++)
+		c->a[i] = (int8_t)tu_int(rng, -128, 127);
+}
+
+static void tcase_free(tcase *c)
+{
+	free(c->wv);
+	free(c->w);
+	free(c->a);
+}
+
+static tern_tdot_fn tdot_of(const tern_kernels *kt, tern_dtype dt)
+{
+	return dt == TERN_DTYPE_T2 ? kt->t2_dot : kt->t3_dot;
+}
+
+static int32_t *run_tdot(const tern_kernels *kt, const tcase *c, int64_t blk)
+{
+	int64_t nb = (c->kpad + blk - 1) / blk;
+	int32_t *out = malloc(sizeof(int32_t) * (size_t)(c->rows * c->ntok * nb));
+	/* Poison so a skipped output cannot pass by accident. */
+	memset(out, 0x5A, sizeof(int32_t) * (size_t)(c->rows * c->ntok * nb));
+	tdot_of(kt, c->dt)(c->w, c->ws, c->rows, c->a, (size_t)c->kpad, c->ntok, c->kpad, blk, out);
+	return out;
+}
+
+static const int64_t blk_list[] = { 0 /* = kpad */, 128, 256 };
+
+Test(kernels, scalar_ternary_raw_equals_naive_sum_over_unpacked_codes)
+{
+	tu_rng rng = tu_rng_new(3);
+	const tern_kernels *sc = tern_kernels_scalar();
+	for (int dti = 0; dti < 2; dti++) {
+		tern_dtype dt = dti ? TERN_DTYPE_T3 : TERN_DTYPE_T2;
+		for (size_t ki = 0; ki < N_K; ki++) {
+			tcase c;
+			tcase_make(&c, dt, 3, k_list[ki], 2, &rng);
+			for (size_t bi = 0; bi < 3; bi++) {
+				int64_t blk = blk_list[bi] ? blk_list[bi] : c.kpad;
+				int64_t nb = (c.kpad + blk - 1) / blk;
+				int32_t *out = run_tdot(sc, &c, blk);
+				for (int64_t r = 0; r < c.rows; r++)
+					for (int64_t t = 0; t < c.ntok; t++)
+						for (int64_t b = 0; b < nb; b++) {
+							int64_t s = 0;
+							for (int64_t j = b * blk; j < (b + 1) * blk && j < c.kpad; j++)
+								s += (c.wv[r * c.kpad + j] + 1) * c.a[t * c.kpad + j];
+							cr_assert_eq(out[(r * c.ntok + t) * nb + b], s,
+								     "%s k=%lld blk=%lld r=%lld t=%lld b=%lld",
+								     tern_dtype_name(dt), (long long)c.k,
+								     (long long)blk, (long long)r, (long long)t,
+								     (long long)b);
+						}
+				free(out);
+			}
+			tcase_free(&c);
+		}
+	}
+}
+
+/* Paths other than scalar that this build and CPU can run. */
+static int simd_paths(tern_kernel_path *out)
+{
+	int n = 0;
+	for (int p = TERN_KERNEL_SCALAR + 1; p < TERN_KERNEL_COUNT; p++)
+		if (tern_kernel_available((tern_kernel_path)p))
+			out[n++] = (tern_kernel_path)p;
+	return n;
+}
+
+Test(kernels, simd_ternary_raw_is_bit_exact_with_scalar)
+{
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	if (np == 0)
+		cr_skip_test("no SIMD kernel path on this CPU");
+	tu_rng rng = tu_rng_new(4);
+	static const int64_t rows_list[] = { 1, 2, 3, 4, 5, 7, 9, 13 };
+	static const int64_t tok_list[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16 };
+	for (int dti = 0; dti < 2; dti++) {
+		tern_dtype dt = dti ? TERN_DTYPE_T3 : TERN_DTYPE_T2;
+		for (size_t ki = 0; ki < N_K; ki++) {
+			for (int rep = 0; rep < 3; rep++) {
+				int64_t rows = rows_list[tu_int(&rng, 0, 7)];
+				int64_t ntok = tok_list[tu_int(&rng, 0, 10)];
+				tcase c;
+				tcase_make(&c, dt, rows, k_list[ki], ntok, &rng);
+				for (size_t bi = 0; bi < 3; bi++) {
+					int64_t blk = blk_list[bi] ? blk_list[bi] : c.kpad;
+					int64_t nb = (c.kpad + blk - 1) / blk;
+					size_t bytes = sizeof(int32_t) * (size_t)(rows * ntok * nb);
+					int32_t *ref = run_tdot(tern_kernels_scalar(), &c, blk);
+					for (int pi = 0; pi < np; pi++) {
+						int32_t *out = run_tdot(tern_kernels_get(paths[pi]), &c, blk);
+						cr_assert_eq(memcmp(out, ref, bytes), 0,
+							     "%s %s rows=%lld k=%lld n=%lld blk=%lld",
+							     tern_kernel_path_name(paths[pi]),
+							     tern_dtype_name(dt), (long long)rows,
+							     (long long)c.k, (long long)ntok, (long long)blk);
+						free(out);
+					}
+					free(ref);
+				}
+				tcase_free(&c);
+			}
+		}
+	}
+}
+
+Test(kernels, simd_ternary_raw_handles_extreme_activations)
+{
+	/* All codes 2 against all -128 (and 127) is the largest magnitude a
+	 * lane can see; any int16 saturation in a SIMD path would show. */
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	if (np == 0)
+		cr_skip_test("no SIMD kernel path on this CPU");
+	tu_rng rng = tu_rng_new(5);
+	for (int dti = 0; dti < 2; dti++) {
+		tcase c;
+		tcase_make(&c, dti ? TERN_DTYPE_T3 : TERN_DTYPE_T2, 5, 4304, 5, &rng);
+		for (int64_t r = 0; r < c.rows; r++) {
+			memset(c.wv + r * c.kpad, 1, (size_t)c.k);
+			pack_row(c.dt, c.wv + r * c.kpad, c.k, c.w + r * c.ws);
+		}
+		for (int64_t t = 0; t < c.ntok; t++)
+			memset(c.a + t * c.kpad, t % 2 ? 0x7F : 0x80, (size_t)c.kpad);
+		int32_t *ref = run_tdot(tern_kernels_scalar(), &c, c.kpad);
+		for (int64_t t = 0; t < c.ntok; t++)
+			cr_assert_eq(ref[t], (2 * c.k + (c.kpad - c.k)) * (t % 2 ? 127 : -128));
+		for (int pi = 0; pi < np; pi++) {
+			int32_t *out = run_tdot(tern_kernels_get(paths[pi]), &c, c.kpad);
+			cr_assert_eq(memcmp(out, ref, sizeof(int32_t) * (size_t)(c.rows * c.ntok)), 0,
+				     "%s", tern_kernel_path_name(paths[pi]));
+			free(out);
+		}
+		free(ref);
+		tcase_free(&c);
+	}
+}
+
+/* ---- int8 and float kernels ----------------------------------------------- */
+
+Test(kernels, i8_kernels_are_exact_on_every_path)
+{
+	tu_rng rng = tu_rng_new(6);
+	static const int64_t ks[] = { 1, 7, 31, 63, 64, 65, 127, 129, 1000, 2561 };
+	for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+		int64_t k = ks[ki], rows = tu_int(&rng, 1, 9), ntok = tu_int(&rng, 1, 9);
+		size_t ws = (size_t)k + 3, as = (size_t)k + 5; /* odd strides on purpose */
+		int8_t *w = malloc(ws * (size_t)rows), *a = malloc(as * (size_t)ntok);
+		for (size_t i = 0; i < ws * (size_t)rows; i++)
+			w[i] = (int8_t)tu_int(&rng, -128, 127);
+		for (size_t i = 0; i < as * (size_t)ntok; i++)
+			a[i] = (int8_t)tu_int(&rng, -128, 127);
+		if (ki == 0)
+			w[0] = a[0] = -128;
+		int32_t *out = malloc(sizeof(int32_t) * (size_t)(rows * ntok));
+		for (int p = 0; p < TERN_KERNEL_COUNT; p++) {
+			const tern_kernels *kt = tern_kernels_get((tern_kernel_path)p);
+			if (!kt)
+				continue;
+			kt->i8_dot(w, ws, rows, a, as, ntok, k, out);
+			for (int64_t r = 0; r < rows; r++)
+				for (int64_t t = 0; t < ntok; t++) {
+					int32_t s = 0;
+					for (int64_t j = 0; j < k; j++)
+						s += w[r * (int64_t)ws + j] * a[t * (int64_t)as + j];
+					cr_assert_eq(out[r * ntok + t], s, "%s k=%lld",
+						     tern_kernel_path_name((tern_kernel_path)p), (long long)k);
+				}
+		}
+		free(w);
+		free(a);
+		free(out);
+	}
+}
+
+/* Float weights of one dtype, stored as bytes, and their exact values. */
+static void *float_weights(tern_dtype dt, int64_t n, tu_rng *rng, double *vals)
+{
+	size_t es = dt == TERN_DTYPE_F32 ? 4 : 2;
+	uint8_t *buf = malloc(es * (size_t)n);
+	for (int64_t i = 0; i < n; i++) {
+		float f = tu_normal(rng);
+		if (dt == TERN_DTYPE_F32) {
+			memcpy(buf + 4 * i, &f, 4);
+			vals[i] = f;
+		} else if (dt == TERN_DTYPE_F16) {
+			uint16_t h = tern_f32_to_f16(f);
+			memcpy(buf + 2 * i, &h, 2);
+			vals[i] = tern_f16_to_f32(h);
+		} else {
+			uint16_t h = tern_f32_to_bf16(f);
+			memcpy(buf + 2 * i, &h, 2);
+			vals[i] = tern_bf16_to_f32(h);
+		}
+	}
+	return buf;
+}
+
+static tern_fdot_fn fdot_of(const tern_kernels *kt, tern_dtype dt)
+{
+	return dt == TERN_DTYPE_F32 ? kt->f32_dot : dt == TERN_DTYPE_F16 ? kt->f16_dot : kt->bf16_dot;
+}
+
+Test(kernels, float_kernels_match_double_reference_on_every_path)
+{
+	/* Tolerance: any summation order of k products of floats (f16/bf16
+	 * weights are exact in f32) errs by at most ~k * 2^-24 * sum|terms|;
+	 * (k + 2) * FLT_EPSILON is twice that bound. */
+	tu_rng rng = tu_rng_new(7);
+	static const tern_dtype dts[] = { TERN_DTYPE_F32, TERN_DTYPE_F16, TERN_DTYPE_BF16 };
+	static const int64_t ks[] = { 1, 5, 8, 15, 16, 17, 33, 127, 1000, 2561 };
+	for (int di = 0; di < 3; di++) {
+		for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+			int64_t k = ks[ki], rows = tu_int(&rng, 1, 9), ntok = tu_int(&rng, 1, 9);
+			int64_t ldx = k + 1, ldy = rows + 2;
+			size_t ws = (size_t)k * (dts[di] == TERN_DTYPE_F32 ? 4 : 2);
+			double *wv = malloc(sizeof(double) * (size_t)(rows * k));
+			void *w = float_weights(dts[di], rows * k, &rng, wv);
+			float *x = malloc(sizeof(float) * (size_t)(ntok * ldx));
+			float *y = malloc(sizeof(float) * (size_t)(ntok * ldy));
+			for (int64_t i = 0; i < ntok * ldx; i++)
+				x[i] = tu_normal(&rng);
+			for (int p = 0; p < TERN_KERNEL_COUNT; p++) {
+				const tern_kernels *kt = tern_kernels_get((tern_kernel_path)p);
+				if (!kt)
+					continue;
+				fdot_of(kt, dts[di])(w, ws, rows, x, ldx, ntok, k, y, ldy);
+				for (int64_t r = 0; r < rows; r++)
+					for (int64_t t = 0; t < ntok; t++) {
+						double s = 0, mag = 0;
+						for (int64_t j = 0; j < k; j++) {
+							double term = wv[r * k + j] * x[t * ldx + j];
+							s += term;
+							mag += fabs(term);
+						}
+						double tol = (double)(k + 2) * FLT_EPSILON * mag;
+						cr_assert(fabs(y[t * ldy + r] - s) <= tol,
+							  "%s %s k=%lld r=%lld t=%lld: %g vs %g",
+							  tern_kernel_path_name((tern_kernel_path)p),
+							  tern_dtype_name(dts[di]), (long long)k, (long long)r,
+							  (long long)t, y[t * ldy + r], s);
+					}
+			}
+			free(wv);
+			free(w);
+			free(x);
+			free(y);
+		}
+	}
+}
+
+/* ---- the driver ----------------------------------------------------------- */
+
+static tern_ctx *ctx_with(int threads, tern_kernel_path p)
+{
+	tern_ctx_params prm = tern_ctx_default_params();
+	prm.n_threads = threads;
+	prm.kernel = tern_kernel_path_name(p);
+	tern_ctx *ctx = NULL;
+	cr_assert_eq(tern_ctx_new(&prm, &ctx), TERN_OK);
+	return ctx;
+}
+
+/* A quantized weight tensor with random values and scales; vals gets the
+ * integer values [rows][cols]. */
+static tern_tensor *quant_tensor(tern_dtype dt, tern_qparams qp, int64_t rows, int64_t cols,
+				 tu_rng *rng, int8_t *vals)
+{
+	int64_t shape[2] = { rows, cols };
+	tern_tensor *t = NULL;
+	cr_assert_eq(tern_tensor_new(NULL, dt, &qp, 2, shape, &t), TERN_OK);
+	size_t rb = tern_row_bytes(dt, cols);
+	uint8_t *codes = t->data;
+	for (int64_t r = 0; r < rows; r++) {
+		int8_t *v = vals + r * cols;
+		for (int64_t j = 0; j < cols; j++)
+			v[j] = (int8_t)(dt == TERN_DTYPE_I8 ? tu_int(rng, -127, 127) : tu_int(rng, -1, 1));
+		if (dt == TERN_DTYPE_I8) {
+			memset(codes + r * rb, 0, rb);
+			memcpy(codes + r * rb, v, (size_t)cols);
+		} else {
+			pack_row(dt, v, cols, codes + r * rb);
+		}
+	}
+	size_t ns = 0;
+	cr_assert_eq(tern_scale_count(dt, &qp, rows, cols, &ns), TERN_OK);
+	uint8_t *s = codes + (size_t)rows * rb;
+	for (size_t i = 0; i < ns; i++) {
+		float f = 0.01f + 0.1f * (float)tu_int(rng, 0, 1000) / 1000.0f;
+		if (qp.scale_type == TERN_DTYPE_F16) {
+			uint16_t h = tern_f32_to_f16(f);
+			memcpy(s + 2 * i, &h, 2);
+		} else {
+			memcpy(s + 4 * i, &f, 4);
+		}
+	}
+	return t;
+}
+
+/* y_ref[t][r] = sum_j w * q * scale(r, j) * ascale[t], in double. */
+static void ref_matmul_q(const tern_tensor *W, const int8_t *vals, const tern_qact *a, double *y,
+			 double *mag)
+{
+	int64_t rows = tern_tensor_rows(W), cols = tern_tensor_cols(W);
+	for (int64_t t = 0; t < a->n; t++)
+		for (int64_t r = 0; r < rows; r++) {
+			double s = 0, m = 0;
+			for (int64_t j = 0; j < cols; j++) {
+				double term = (double)vals[r * cols + j] * a->q[t * a->kpad + j] *
+					      tern_tensor_scale_at(W, r, j) * a->scale[t];
+				s += term;
+				m += fabs(term);
+			}
+			y[t * rows + r] = s;
+			mag[t * rows + r] = m;
+		}
+}
+
+static const tern_qparams qp_list[] = {
+	{ TERN_SCALE_TENSOR, 0, TERN_DTYPE_F32 },
+	{ TERN_SCALE_ROW, 0, TERN_DTYPE_F16 },
+	{ TERN_SCALE_BLOCK, 128, TERN_DTYPE_F32 },
+	{ TERN_SCALE_BLOCK, 256, TERN_DTYPE_F16 },
+};
+
+Test(kernels, matmul_q_matches_double_reference_and_paths_agree_bitwise)
+{
+	/* Float outputs: each block's integer sum is exact, then a handful of
+	 * float products and (per block) additions: 1e-5 relative to
+	 * sum|terms| leaves ample room over the ~(nb + 3) * 2^-24 they cost. */
+	tu_rng rng = tu_rng_new(8);
+	static const int64_t ks[] = { 7, 129, 161, 480, 1152, 4304 };
+	static const tern_dtype dts[] = { TERN_DTYPE_T2, TERN_DTYPE_T3, TERN_DTYPE_I8 };
+	tern_ctx *ctxs[TERN_KERNEL_COUNT] = { 0 };
+	for (int p = 0; p < TERN_KERNEL_COUNT; p++)
+		if (tern_kernel_available((tern_kernel_path)p))
+			ctxs[p] = ctx_with(2, (tern_kernel_path)p);
+	for (int di = 0; di < 3; di++)
+		for (size_t qi = 0; qi < 4; qi++) {
+			if (dts[di] == TERN_DTYPE_I8 && qp_list[qi].kind == TERN_SCALE_BLOCK)
+				continue;
+			for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+				int64_t k = ks[ki], rows = tu_int(&rng, 1, 70), n = tu_int(&rng, 1, 11);
+				int8_t *vals = malloc((size_t)(rows * k));
+				tern_tensor *W = quant_tensor(dts[di], qp_list[qi], rows, k, &rng, vals);
+				float *x = malloc(sizeof(float) * (size_t)(n * k));
+				for (int64_t i = 0; i < n * k; i++)
+					x[i] = tu_normal(&rng);
+				tern_qact a;
+				cr_assert_eq(tern_qact_quantize(ctxs[0], 1, dts[di], x, n, k, k,
+								TERN_ACTQ_MUL, TERN_ROUND_EVEN, &a),
+					     TERN_OK);
+				double *yr = malloc(sizeof(double) * (size_t)(n * rows));
+				double *mag = malloc(sizeof(double) * (size_t)(n * rows));
+				ref_matmul_q(W, vals, &a, yr, mag);
+				float *y0 = malloc(sizeof(float) * (size_t)(n * rows));
+				float *y1 = malloc(sizeof(float) * (size_t)(n * rows));
+				cr_assert_eq(tern_matmul_q(ctxs[0], W, &a, y0, rows), TERN_OK);
+				for (int64_t i = 0; i < n * rows; i++)
+					cr_assert(fabs(y0[i] - yr[i]) <= 1e-5 * mag[i] + 1e-30,
+						  "%s kind %d k=%lld i=%lld: %g vs %g",
+						  tern_dtype_name(dts[di]), (int)qp_list[qi].kind,
+						  (long long)k, (long long)i, y0[i], yr[i]);
+				for (int p = 1; p < TERN_KERNEL_COUNT; p++) {
+					if (!ctxs[p])
+						continue;
+					cr_assert_eq(tern_matmul_q(ctxs[p], W, &a, y1, rows), TERN_OK);
+					cr_assert_eq(memcmp(y0, y1, sizeof(float) * (size_t)(n * rows)), 0,
+						     "%s vs scalar, %s kind %d k=%lld",
+						     tern_kernel_path_name((tern_kernel_path)p),
+						     tern_dtype_name(dts[di]), (int)qp_list[qi].kind,
+						     (long long)k);
+				}
+				free(vals);
+				free(x);
+				free(yr);
+				free(mag);
+				free(y0);
+				free(y1);
+				tern_tensor_free(W);
+			}
+		}
+	for (int p = 0; p < TERN_KERNEL_COUNT; p++)
+		tern_ctx_free(ctxs[p]);
+}
+
+Test(kernels, qact_sums_and_padding_are_consistent)
+{
+	tu_rng rng = tu_rng_new(9);
+	tern_ctx *ctx = ctx_with(2, TERN_KERNEL_SCALAR);
+	int64_t n = 5, k = 333, ldx = 340;
+	float x[5 * 340];
+	for (int i = 0; i < 5 * 340; i++)
+		x[i] = tu_normal(&rng);
+	tern_qact a;
+	cr_assert_eq(tern_qact_quantize(ctx, 3, TERN_DTYPE_T3, x, n, k, ldx, TERN_ACTQ_MUL,
+					TERN_ROUND_EVEN, &a),
+		     TERN_OK);
+	cr_assert_eq(a.kpad, 480);
+	for (int64_t t = 0; t < n; t++) {
+		int32_t total = 0;
+		float amax = 0;
+		for (int64_t j = 0; j < k; j++)
+			amax = fmaxf(amax, fabsf(x[t * ldx + j]));
+		cr_assert_float_eq(a.scale[t], amax / 127.0f, 1e-12);
+		for (int64_t c = 0; c < a.kpad / 32; c++) {
+			int32_t s = 0;
+			for (int i = 0; i < 32; i++)
+				s += a.q[t * a.kpad + c * 32 + i];
+			cr_assert_eq(a.csum[t * (a.kpad / 32) + c], s);
+			total += s;
+		}
+		cr_assert_eq(a.sum[t], total);
+		for (int64_t j = k; j < a.kpad; j++)
+			cr_assert_eq(a.q[t * a.kpad + j], 0);
+	}
+	tern_ctx_free(ctx);
+}
+
+Test(kernels, raw_i32_returns_block_sums_of_stored_codes)
+{
+	tu_rng rng = tu_rng_new(10);
+	tern_ctx *ctx = ctx_with(2, tern_kernel_detect());
+	int64_t rows = 37, k = 700, n = 6;
+	int8_t *vals = malloc((size_t)(rows * k));
+	tern_tensor *W = quant_tensor(TERN_DTYPE_T2, qp_list[2], rows, k, &rng, vals);
+	float *x = malloc(sizeof(float) * (size_t)(n * k));
+	for (int64_t i = 0; i < n * k; i++)
+		x[i] = tu_normal(&rng);
+	tern_qact a;
+	cr_assert_eq(tern_qact_quantize(ctx, 1, TERN_DTYPE_T2, x, n, k, k, TERN_ACTQ_MUL,
+					TERN_ROUND_EVEN, &a),
+		     TERN_OK);
+	int64_t nb = (a.kpad + 127) / 128;
+	int32_t *out = malloc(sizeof(int32_t) * (size_t)(rows * n * nb));
+	cr_assert_eq(tern_matmul_raw_i32(ctx, W, &a, out), TERN_OK);
+	for (int64_t r = 0; r < rows; r++)
+		for (int64_t t = 0; t < n; t++)
+			for (int64_t b = 0; b < nb; b++) {
+				int32_t s = 0;
+				for (int64_t j = b * 128; j < (b + 1) * 128 && j < a.kpad; j++)
+					s += ((j < k ? vals[r * k + j] : 0) + 1) * a.q[t * a.kpad + j];
+				cr_assert_eq(out[(r * n + t) * nb + b], s);
+			}
+	free(vals);
+	free(x);
+	free(out);
+	tern_tensor_free(W);
+	tern_ctx_free(ctx);
+}
+
+/* Runs tern_matmul on W with 1..4 threads and checks the bytes agree. */
+static void check_threads_identical(const tern_tensor *W, int64_t n, tu_rng *rng)
+{
+	int64_t rows = tern_tensor_rows(W), k = tern_tensor_cols(W), ldx = k + 3, ldy = rows + 1;
+	float *x = malloc(sizeof(float) * (size_t)(n * ldx));
+	for (int64_t i = 0; i < n * ldx; i++)
+		x[i] = tu_normal(rng);
+	size_t ybytes = sizeof(float) * (size_t)(n * ldy);
+	float *y1 = malloc(ybytes), *yn = malloc(ybytes);
+	memset(y1, 0, ybytes);
+	tern_kernel_path path = tern_kernel_detect();
+	tern_ctx *c1 = ctx_with(1, path);
+	cr_assert_eq(tern_matmul(c1, W, x, n, ldx, y1, ldy), TERN_OK, "%s", tern_ctx_errmsg(c1));
+	tern_ctx_free(c1);
+	for (int th = 2; th <= 4; th++) {
+		tern_ctx *c = ctx_with(th, path);
+		memset(yn, 0, ybytes);
+		cr_assert_eq(tern_matmul(c, W, x, n, ldx, yn, ldy), TERN_OK);
+		cr_assert_eq(memcmp(y1, yn, ybytes), 0, "%s rows=%lld k=%lld n=%lld threads=%d",
+			     tern_dtype_name(W->dtype), (long long)rows, (long long)k, (long long)n, th);
+		tern_ctx_free(c);
+	}
+	free(x);
+	free(y1);
+	free(yn);
+}
+
+Test(kernels, results_do_not_depend_on_thread_count)
+{
+	tu_rng rng = tu_rng_new(11);
+	/* Shapes large enough to be threaded, with row counts that do not
+	 * divide evenly and few rows with many tokens (split by tokens). */
+	static const int64_t shapes[][3] = { { 301, 1152, 1 }, { 77, 640, 9 }, { 6, 1000, 40 },
+					     { 129, 161, 17 } };
+	static const tern_dtype qdts[] = { TERN_DTYPE_T2, TERN_DTYPE_T3, TERN_DTYPE_I8 };
+	static const tern_dtype fdts[] = { TERN_DTYPE_F32, TERN_DTYPE_F16, TERN_DTYPE_BF16 };
+	for (size_t si = 0; si < 4; si++) {
+		int64_t rows = shapes[si][0], k = shapes[si][1], n = shapes[si][2];
+		int8_t *vals = malloc((size_t)(rows * k));
+		for (int di = 0; di < 3; di++) {
+			tern_qparams qp = qp_list[si % 4];
+			if (qdts[di] == TERN_DTYPE_I8 && qp.kind == TERN_SCALE_BLOCK)
+				qp = qp_list[1];
+			tern_tensor *W = quant_tensor(qdts[di], qp, rows, k, &rng, vals);
+			check_threads_identical(W, n, &rng);
+			tern_tensor_free(W);
+		}
+		for (int di = 0; di < 3; di++) {
+			int64_t shape[2] = { rows, k };
+			tern_tensor *W = NULL;
+			cr_assert_eq(tern_tensor_new(NULL, fdts[di], NULL, 2, shape, &W), TERN_OK);
+			double *v = malloc(sizeof(double) * (size_t)(rows * k));
+			void *buf = float_weights(fdts[di], rows * k, &rng, v);
+			memcpy(W->data, buf, W->nbytes);
+			check_threads_identical(W, n, &rng);
+			free(v);
+			free(buf);
+			tern_tensor_free(W);
+		}
+		free(vals);
+	}
+}
+
+Test(kernels, matmul_float_weights_match_double_reference)
+{
+	/* Same bound as the float kernel test: (k + 2) * FLT_EPSILON * sum|terms|. */
+	tu_rng rng = tu_rng_new(12);
+	tern_ctx *ctx = ctx_with(2, tern_kernel_detect());
+	static const tern_dtype fdts[] = { TERN_DTYPE_F32, TERN_DTYPE_F16, TERN_DTYPE_BF16 };
+	int64_t rows = 93, k = 517, n = 3, ldy = 100;
+	for (int di = 0; di < 3; di++) {
+		int64_t shape[2] = { rows, k };
+		tern_tensor *W = NULL;
+		cr_assert_eq(tern_tensor_new(NULL, fdts[di], NULL, 2, shape, &W), TERN_OK);
+		double *v = malloc(sizeof(double) * (size_t)(rows * k));
+		void *buf = float_weights(fdts[di], rows * k, &rng, v);
+		memcpy(W->data, buf, W->nbytes);
+		float *x = malloc(sizeof(float) * (size_t)(n * k)), *y = malloc(sizeof(float) * (size_t)(n * ldy));
+		for (int64_t i = 0; i < n * k; i++)
+			x[i] = tu_normal(&rng);
+		cr_assert_eq(tern_matmul(ctx, W, x, n, k, y, ldy), TERN_OK);
+		for (int64_t t = 0; t < n; t++)
+			for (int64_t r = 0; r < rows; r++) {
+				double s = 0, m = 0;
+				for (int64_t j = 0; j < k; j++) {
+					s += v[r * k + j] * x[t * k + j];
+					m += fabs(v[r * k + j] * x[t * k + j]);
+				}
+				cr_assert(fabs(y[t * ldy + r] - s) <= (double)(k + 2) * FLT_EPSILON * m);
+			}
+		free(v);
+		free(buf);
+		free(x);
+		free(y);
+		tern_tensor_free(W);
+	}
+	tern_ctx_free(ctx);
+}
+
+Test(kernels, matmul_ternary_quantizes_activations_like_qact)
+{
+	tu_rng rng = tu_rng_new(13);
+	tern_ctx *ctx = ctx_with(2, tern_kernel_detect());
+	int64_t rows = 50, k = 900, n = 4;
+	int8_t *vals = malloc((size_t)(rows * k));
+	tern_tensor *W = quant_tensor(TERN_DTYPE_T3, qp_list[0], rows, k, &rng, vals);
+	float *x = malloc(sizeof(float) * (size_t)(n * k));
+	for (int64_t i = 0; i < n * k; i++)
+		x[i] = tu_normal(&rng);
+	float y[200], yq[200];
+	cr_assert_eq(tern_matmul(ctx, W, x, n, k, y, rows), TERN_OK);
+	tern_qact a;
+	cr_assert_eq(tern_qact_quantize(ctx, 2, TERN_DTYPE_T3, x, n, k, k, TERN_ACTQ_MUL,
+					TERN_ROUND_EVEN, &a),
+		     TERN_OK);
+	cr_assert_eq(tern_matmul_q(ctx, W, &a, yq, rows), TERN_OK);
+	cr_assert_eq(memcmp(y, yq, sizeof y), 0);
+	free(vals);
+	free(x);
+	tern_tensor_free(W);
+	tern_ctx_free(ctx);
+}
+
+Test(kernels, bad_arguments_fail_with_a_message)
+{
+	tu_rng rng = tu_rng_new(14);
+	tern_ctx *ctx = ctx_with(1, TERN_KERNEL_SCALAR);
+	int8_t vals[8 * 40];
+	tern_tensor *W = quant_tensor(TERN_DTYPE_T2, qp_list[0], 8, 40, &rng, vals);
+	float x[2 * 40] = { 0 }, y[16];
+	cr_assert_eq(tern_matmul(ctx, W, x, 2, 40, y, 7), TERN_E_INVALID);
+	cr_assert(strstr(tern_ctx_errmsg(ctx), "stride") != NULL);
+	cr_assert_eq(tern_matmul(ctx, W, x, 2, 39, y, 8), TERN_E_INVALID);
+	tern_qact a;
+	cr_assert_eq(tern_qact_quantize(ctx, 0, TERN_DTYPE_T2, x, 2, 40, 40, TERN_ACTQ_MUL,
+					TERN_ROUND_EVEN, &a),
+		     TERN_E_INVALID);
+	cr_assert_eq(tern_qact_quantize(ctx, 1, TERN_DTYPE_T3, x, 2, 40, 40, TERN_ACTQ_MUL,
+					TERN_ROUND_EVEN, &a),
+		     TERN_OK);
+	cr_assert_eq(tern_matmul_q(ctx, W, &a, y, 8), TERN_E_INVALID);
+	cr_assert(strstr(tern_ctx_errmsg(ctx), "padded") != NULL);
+	W->nbytes -= 1;
+	cr_assert_eq(tern_matmul(ctx, W, x, 2, 40, y, 8), TERN_E_INVALID);
+	W->nbytes += 1;
+	tern_tensor_free(W);
+	tern_ctx_free(ctx);
+}
