@@ -8,6 +8,18 @@
 #include "config.h"
 #include "core/internal.h"
 
+#if defined(TERN_HAVE_X86)
+#include <cpuid.h>
+
+/* F16C by CPUID leaf 1, ECX bit 29: clang 14's __builtin_cpu_supports does
+ * not know "f16c". */
+static bool has_f16c(void)
+{
+	unsigned a, b, c, d;
+	return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
@@ -32,14 +44,13 @@ static bool cpu_has(tern_kernel_path p)
 #if defined(TERN_HAVE_X86)
 	case TERN_KERNEL_AVX2:
 		__builtin_cpu_init();
-		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-		       __builtin_cpu_supports("f16c");
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
 	case TERN_KERNEL_AVX512:
 		__builtin_cpu_init();
 		return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
 		       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
 		       __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") &&
-		       __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+		       __builtin_cpu_supports("fma") && has_f16c();
 #endif
 #if defined(TERN_HAVE_ARM)
 	case TERN_KERNEL_NEON:

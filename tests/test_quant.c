@@ -107,6 +107,11 @@ Test(quant, i8_zero_rows_and_extremes)
 	tern_quantize_row_i8(bad, 3, 3, TERN_ACTQ_DIV, TERN_ROUND_EVEN, q, &s);
 	cr_assert_eq(s, 0.0f);
 	cr_assert(q[0] == 0 && q[1] == 0 && q[2] == 0);
+	float nan_row[3] = { 1.0f, NAN, 2.0f };
+	q[0] = 5;
+	tern_quantize_row_i8(nan_row, 3, 3, TERN_ACTQ_MUL, TERN_ROUND_AWAY, q, &s);
+	cr_assert_eq(s, 0.0f);
+	cr_assert(q[0] == 0 && q[1] == 0 && q[2] == 0);
 }
 
 /* ---- ternarization -------------------------------------------------------- */
