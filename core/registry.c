@@ -188,9 +188,12 @@ static int add_plugin(tern_registry *reg, const char *path)
 	}
 	for (size_t i = 0; i < reg->n_plugins; i++)
 		if (strcmp(reg->plugins[i].desc->name, d->name) == 0) {
+			/* d lives in the library: record the reason before closing it */
+			int rc = refuse(reg, path, TERN_E_PLUGIN,
+					"duplicate plugin name '%s' (already loaded from %s)", d->name,
+					reg->plugins[i].path);
 			dlclose(h);
-			return refuse(reg, path, TERN_E_PLUGIN, "duplicate plugin name '%s' (already loaded from %s)",
-				      d->name, reg->plugins[i].path);
+			return rc;
 		}
 	if (reg->n_plugins == MAX_PLUGINS) {
 		dlclose(h);
@@ -448,9 +451,11 @@ int tern_model_load(tern_ctx *ctx, const tern_registry *reg, const char *path, t
 	}
 	const tern_plugin_desc *d = tern_registry_find_arch(reg, arch);
 	if (!d) {
+		/* arch points into f: format the message before closing it */
+		rc = tern_error(ctx, TERN_E_NOT_FOUND,
+				"%s: no plugin implements architecture '%s' (see `tern plugins`)", path, arch);
 		tern_file_close(f);
-		return tern_error(ctx, TERN_E_NOT_FOUND,
-				  "%s: no plugin implements architecture '%s' (see `tern plugins`)", path, arch);
+		return rc;
 	}
 	tern_model *m = calloc(1, sizeof *m);
 	if (!m) {

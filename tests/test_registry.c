@@ -161,7 +161,7 @@ Test(registry, model_load_picks_the_plugin_by_architecture)
 
 	write_model(ctx, "unknown-arch", path, sizeof path);
 	cr_assert_eq(tern_model_load(ctx, reg, path, &m), TERN_E_NOT_FOUND);
-	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "unknown-arch"));
+	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "unknown-arch"), "%s", tern_ctx_errmsg(ctx));
 	cr_assert_null(m);
 	tern_model_free(NULL);
 	tern_registry_free(reg);
