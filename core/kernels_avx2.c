@@ -8,11 +8,20 @@
  * with AVX2 flags and is only called after cpu.c has checked the CPU.
  */
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/kernels.h"
 
 #define KINLINE static inline __attribute__((always_inline))
+
+/* Prefetch base + off. The address may lie past the end of the weights
+ * (prefetches never fault), so it is formed as an integer, not as an
+ * out-of-bounds pointer. */
+KINLINE void prefetch_at(const void *base, size_t off)
+{
+	_mm_prefetch((const char *)((uintptr_t)base + off), _MM_HINT_T0);
+}
 
 KINLINE int32_t hsum_epi32(__m256i v)
 {
@@ -100,6 +109,11 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 	int64_t j = 0;
 	for (; j < full; j += gw) {
 		__m256i cur[4][2];
+		/* Hardware prefetch does not follow R interleaved short row
+		 * streams well; fetch the same spot of the next R rows. */
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			prefetch_at(w, (size_t)(r + R) * ws + (size_t)(j / P));
 		if (P == 5) {
 #pragma GCC unroll 4
 			for (int r = 0; r < R; r++) {
@@ -237,8 +251,10 @@ KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int
 	for (; j + 16 <= k; j += 16) {
 		__m256i wv[4];
 #pragma GCC unroll 4
-		for (int r = 0; r < R; r++)
+		for (int r = 0; r < R; r++) {
 			wv[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + r * ws + j)));
+			prefetch_at(w, (size_t)(r + R) * ws + (size_t)j);
+		}
 #pragma GCC unroll 2
 		for (int t = 0; t < T; t++) {
 			__m256i av = _mm256_cvtepi8_epi16(
@@ -354,8 +370,11 @@ KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, in
 	for (; j + 8 <= k; j += 8) {
 		__m256 wv[4];
 #pragma GCC unroll 4
-		for (int r = 0; r < R; r++)
+		for (int r = 0; r < R; r++) {
 			wv[r] = load_w8((const char *)w + r * ws, j, kind);
+			prefetch_at(w, (size_t)(r + R) * ws +
+					       (size_t)j * (kind == W_F32 ? 4 : 2));
+		}
 #pragma GCC unroll 2
 		for (int t = 0; t < T; t++) {
 			__m256 xv = _mm256_loadu_ps(x + t * ldx + j);

@@ -8,10 +8,19 @@
  * cpu.c has checked the CPU.
  */
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "core/kernels.h"
 
 #define KINLINE static inline __attribute__((always_inline))
+
+/* Prefetch base + off. The address may lie past the end of the weights
+ * (prefetches never fault), so it is formed as an integer, not as an
+ * out-of-bounds pointer. */
+KINLINE void prefetch_at(const void *base, size_t off)
+{
+	_mm_prefetch((const char *)((uintptr_t)base + off), _MM_HINT_T0);
+}
 
 /* ---- ternary ---------------------------------------------------------- */
 
@@ -51,7 +60,7 @@ KINLINE __m512i load_zext256(const void *p)
  */
 KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad,
 		       int64_t blk, int32_t *out, int64_t ors, int64_t ots, const int P,
-		       const int R, const int T)
+		       const int R, const int T, const int BLOCKED)
 {
 	__m512i acc[4][4];
 #pragma GCC unroll 4
@@ -65,27 +74,37 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 	int64_t next = blk < kpad ? blk : kpad;
 	int64_t b = 0;
 
+#define TDOT_FLUSH_ALL()                                                             \
+	do {                                                                         \
+		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
+		_Pragma("GCC unroll 4") for (int t_ = 0; t_ < T; t_++)               \
+		{                                                                    \
+			out[r_ * ors + t_ * ots + b] =                               \
+				_mm512_reduce_add_epi32(acc[r_][t_]);                \
+			acc[r_][t_] = _mm512_setzero_si512();                        \
+		}                                                                    \
+		b++;                                                                 \
+		next = next + blk < kpad ? next + blk : kpad;                        \
+	} while (0)
+	/* Unblocked tiles (one sum per row) reduce once at the end; keeping
+	 * the check out of their loop keeps all accumulators in registers. */
 #define TDOT_FLUSH(end)                                                              \
 	do {                                                                         \
-		if ((end) == next) {                                                 \
-			_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)       \
-			_Pragma("GCC unroll 4") for (int t_ = 0; t_ < T; t_++)       \
-			{                                                            \
-				out[r_ * ors + t_ * ots + b] =                       \
-					_mm512_reduce_add_epi32(acc[r_][t_]);        \
-				acc[r_][t_] = _mm512_setzero_si512();                \
-			}                                                            \
-			b++;                                                         \
-			next = next + blk < kpad ? next + blk : kpad;                \
-		}                                                                    \
+		if (BLOCKED && (end) == next)                                        \
+			TDOT_FLUSH_ALL();                                            \
 	} while (0)
 
 	int64_t j = 0;
 	for (; j < full; j += gw) {
 		__m512i cur[4];
 #pragma GCC unroll 4
-		for (int r = 0; r < R; r++)
+		for (int r = 0; r < R; r++) {
 			cur[r] = _mm512_loadu_si512(w + r * ws + j / P);
+			/* Rows of a tile lie back to back, but hardware prefetch
+			 * does not follow R interleaved short streams well: fetch
+			 * the same spot of the next R rows, which come next. */
+			prefetch_at(w, (size_t)(r + R) * ws + (size_t)(j / P));
+		}
 #pragma GCC unroll 5
 		for (int p = 0; p < P; p++) {
 			__m512i wv[4];
@@ -125,39 +144,53 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 			TDOT_FLUSH(j + 32 * (p + 1));
 		}
 	}
+	if (!BLOCKED)
+		TDOT_FLUSH_ALL();
 #undef TDOT_FLUSH
+#undef TDOT_FLUSH_ALL
 }
 
 typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_t as,
 			     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots);
 
-#define TDOT_TILE(name, P, R, T)                                                             \
+#define TDOT_TILE(name, P, R, T, B)                                                          \
 	static void name(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad, \
 			 int64_t blk, int32_t *out, int64_t ors, int64_t ots)                   \
 	{                                                                                    \
-		tdot_tile(w, ws, a, as, kpad, blk, out, ors, ots, P, R, T);                  \
+		tdot_tile(w, ws, a, as, kpad, blk, out, ors, ots, P, R, T, B);               \
 	}
 
-TDOT_TILE(t2_tile_4x4, 4, 4, 4)
-TDOT_TILE(t2_tile_4x1, 4, 4, 1)
-TDOT_TILE(t2_tile_1x4, 4, 1, 4)
-TDOT_TILE(t2_tile_1x1, 4, 1, 1)
-TDOT_TILE(t3_tile_4x4, 5, 4, 4)
-TDOT_TILE(t3_tile_4x1, 5, 4, 1)
-TDOT_TILE(t3_tile_1x4, 5, 1, 4)
-TDOT_TILE(t3_tile_1x1, 5, 1, 1)
+/* Tiles: rows x tokens, for T2 (P=4) and T3 (P=5), one sum per row (u) or
+ * per scale block (b). */
+#define TDOT_TILES(pre, P)                                                                   \
+	TDOT_TILE(pre##_u44, P, 4, 4, 0)                                                     \
+	TDOT_TILE(pre##_u41, P, 4, 1, 0)                                                     \
+	TDOT_TILE(pre##_u14, P, 1, 4, 0)                                                     \
+	TDOT_TILE(pre##_u11, P, 1, 1, 0)                                                     \
+	TDOT_TILE(pre##_b44, P, 4, 4, 1)                                                     \
+	TDOT_TILE(pre##_b41, P, 4, 1, 1)                                                     \
+	TDOT_TILE(pre##_b14, P, 1, 4, 1)                                                     \
+	TDOT_TILE(pre##_b11, P, 1, 1, 1)                                                     \
+	static const tdot_tile_fn pre##_tiles[2][4] = {                                      \
+		{ pre##_u44, pre##_u41, pre##_u14, pre##_u11 },                              \
+		{ pre##_b44, pre##_b41, pre##_b14, pre##_b11 },                              \
+	};
+
+TDOT_TILES(t2, 4)
+TDOT_TILES(t3, 5)
 
 /*
  * Covers nrows x ntok with 4x4 tiles and narrower ones at the edges.
  * Tokens are the outer loop: a block of 4 tokens' activations stays in L1
  * while the (4x smaller) weight rows stream past it.
  */
-static void tdot_run(tdot_tile_fn t44, tdot_tile_fn t41, tdot_tile_fn t14, tdot_tile_fn t11,
-		     const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a, size_t as,
-		     int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+static void tdot_run(const tdot_tile_fn tiles[2][4], const uint8_t *w, size_t ws, int64_t nrows,
+		     const int8_t *a, size_t as, int64_t ntok, int64_t kpad, int64_t blk,
+		     int32_t *out)
 {
 	const int64_t nb = (kpad + blk - 1) / blk;
 	const int64_t ors = ntok * nb;
+	const tdot_tile_fn *tl = tiles[blk < kpad];
 	for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
 		int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
 		const int8_t *at = a + t0 * as;
@@ -166,18 +199,18 @@ static void tdot_run(tdot_tile_fn t44, tdot_tile_fn t41, tdot_tile_fn t14, tdot_
 			const uint8_t *wr = w + r0 * ws;
 			int32_t *o = out + r0 * ors + t0 * nb;
 			if (nr == 4 && nt == 4) {
-				t44(wr, ws, at, as, kpad, blk, o, ors, nb);
+				tl[0](wr, ws, at, as, kpad, blk, o, ors, nb);
 			} else if (nr == 4) {
 				for (int64_t t = 0; t < nt; t++)
-					t41(wr, ws, at + t * as, as, kpad, blk, o + t * nb, ors, nb);
+					tl[1](wr, ws, at + t * as, as, kpad, blk, o + t * nb, ors, nb);
 			} else if (nt == 4) {
 				for (int64_t r = 0; r < nr; r++)
-					t14(wr + r * ws, ws, at, as, kpad, blk, o + r * ors, ors, nb);
+					tl[2](wr + r * ws, ws, at, as, kpad, blk, o + r * ors, ors, nb);
 			} else {
 				for (int64_t r = 0; r < nr; r++)
 					for (int64_t t = 0; t < nt; t++)
-						t11(wr + r * ws, ws, at + t * as, as, kpad, blk,
-						    o + r * ors + t * nb, ors, nb);
+						tl[3](wr + r * ws, ws, at + t * as, as, kpad, blk,
+						      o + r * ors + t * nb, ors, nb);
 			}
 		}
 	}
@@ -186,15 +219,13 @@ static void tdot_run(tdot_tile_fn t44, tdot_tile_fn t41, tdot_tile_fn t14, tdot_
 static void t2_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
-	tdot_run(t2_tile_4x4, t2_tile_4x1, t2_tile_1x4, t2_tile_1x1, w, w_stride, nrows, a,
-		 a_stride, ntok, kpad, blk, out);
+	tdot_run(t2_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
 static void t3_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
-	tdot_run(t3_tile_4x4, t3_tile_4x1, t3_tile_1x4, t3_tile_1x1, w, w_stride, nrows, a,
-		 a_stride, ntok, kpad, blk, out);
+	tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
 /* ---- int8 x int8 ------------------------------------------------------ */
@@ -225,8 +256,10 @@ KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int
 	for (; j + 64 <= k; j += 64) {
 		__m512i wv[4];
 #pragma GCC unroll 4
-		for (int r = 0; r < R; r++)
+		for (int r = 0; r < R; r++) {
 			wv[r] = _mm512_xor_si512(_mm512_loadu_si512(w + r * ws + j), flip);
+			prefetch_at(w, (size_t)(r + R) * ws + (size_t)j);
+		}
 #pragma GCC unroll 4
 		for (int t = 0; t < T; t++) {
 			__m512i av = _mm512_loadu_si512(a + t * as + j);
@@ -326,7 +359,8 @@ static void i8_dot_avx512(const int8_t *w, size_t w_stride, int64_t nrows, const
 /*
  * Every (row, token) dot is one 16-lane FMA chain over k in steps of 16,
  * a masked tail and a fixed reduction, whatever tile computes it, so the
- * result does not depend on how rows and tokens were split.
+ * result does not depend on how rows and tokens were split. As for the
+ * ternary tiles, the next R rows are prefetched while R rows are read.
  */
 enum { W_F32, W_F16, W_BF16 };
 
@@ -363,8 +397,11 @@ KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, in
 	for (; j + 16 <= k; j += 16) {
 		__m512 wv[4];
 #pragma GCC unroll 4
-		for (int r = 0; r < R; r++)
+		for (int r = 0; r < R; r++) {
 			wv[r] = load_w16((const char *)w + r * ws, j, kind);
+			prefetch_at(w, (size_t)(r + R) * ws +
+					       (size_t)j * (kind == W_F32 ? 4 : 2));
+		}
 #pragma GCC unroll 4
 		for (int t = 0; t < T; t++) {
 			__m512 xv = _mm512_loadu_ps(x + t * ldx + j);

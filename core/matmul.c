@@ -407,7 +407,7 @@ static void qjob_fn(void *arg, int ith, int nth)
 
 static int check_qact(tern_ctx *ctx, const wview *w, const tern_qact *a)
 {
-	if (!a || !a->q || !a->scale || !a->sum || (!a->csum && w->nb > 1))
+	if (!a || !a->q || !a->scale || !a->sum || (!a->csum && w->kind == TERN_SCALE_BLOCK))
 		return tern_error(ctx, TERN_E_INVALID, "matmul: NULL or incomplete activations");
 	if (a->n < 1 || a->k != w->cols || a->kpad != w->kpad)
 		return tern_error(ctx, TERN_E_INVALID,
@@ -455,7 +455,7 @@ static void matmul_q_run(tern_ctx *ctx, const wview *w, const tern_qact *a, cons
 	j.ldy = ldy;
 	j.raw = mem;
 	j.raw_stride = raw_stride;
-	if (w->nb > 1) {
+	if (w->kind == TERN_SCALE_BLOCK) {
 		int32_t *bsum = (int32_t *)((char *)mem + bsum_off);
 		int64_t nc = a->kpad / 32, per = w->blk / 32;
 		for (int64_t t = 0; t < a->n; t++) {

@@ -716,7 +716,9 @@ int tern_meta_from_json(tern_ctx *ctx, const char *text, size_t len, tern_meta *
 	json_tokener_free(tok);
 	if (!j || jerr != json_tokener_success) {
 		json_object_put(j);
-		if (jerr == json_tokener_continue)
+		/* json-c reports running out of input as either of these,
+		 * depending on where it stopped. */
+		if (jerr == json_tokener_continue || jerr == json_tokener_error_parse_eof)
 			return tern_error(ctx, TERN_E_FORMAT, "JSON text ends early (%zu bytes)",
 					  len);
 		return tern_error(ctx, TERN_E_FORMAT, "JSON syntax error near byte %zu: %s", end,

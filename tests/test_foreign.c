@@ -142,10 +142,7 @@ static const gg_tensor *gg_find(const gg_file *g, const char *name)
 
 static const char *shared_path(const char *rel)
 {
-	static char buf[4096];
-	const char *top = getenv("TERN_SRCDIR");
-	snprintf(buf, sizeof buf, "%s/../shared/testdata/%s", top ? top : ".", rel);
-	return buf;
+	return tu_shared_path(rel);
 }
 
 /* ---- real files ---------------------------------------------------------- */

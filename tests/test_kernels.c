@@ -19,7 +19,8 @@
 
 /* Lengths that hit every edge of the layouts: shorter than a half group,
  * one past a half group, exact groups, several groups plus a tail. */
-static const int64_t k_list[] = { 1, 7, 127, 128, 129, 160, 161, 255, 256, 300, 321, 480, 1152, 4304 };
+static const int64_t k_list[] = { 1,   7,   127, 128, 129, 160,  161,
+				  255, 256, 300, 321, 480, 1152, 4304 };
 #define N_K (sizeof k_list / sizeof k_list[0])
 
 static void pack_row(tern_dtype dt, const int8_t *w, int64_t n, uint8_t *dst)
@@ -674,7 +675,8 @@ Test(kernels, matmul_float_weights_match_double_reference)
 		double *v = malloc(sizeof(double) * (size_t)(rows * k));
 		void *buf = float_weights(fdts[di], rows * k, &rng, v);
 		memcpy(W->data, buf, W->nbytes);
-		float *x = malloc(sizeof(float) * (size_t)(n * k)), *y = malloc(sizeof(float) * (size_t)(n * ldy));
+		float *x = malloc(sizeof(float) * (size_t)(n * k));
+		float *y = malloc(sizeof(float) * (size_t)(n * ldy));
 		for (int64_t i = 0; i < n * k; i++)
 			x[i] = tu_normal(&rng);
 		cr_assert_eq(tern_matmul(ctx, W, x, n, k, y, ldy), TERN_OK);

@@ -43,4 +43,19 @@ static inline const char *tu_srcpath(const char *rel)
 	return buf;
 }
 
+/* Path of a file in the shared reference data (../shared/testdata beside
+ * the source tree, or $TERN_SHARED if set, as `make distcheck` needs).
+ * Static buffer; not reentrant. */
+static inline const char *tu_shared_path(const char *rel)
+{
+	static char buf[4096];
+	const char *shared = getenv("TERN_SHARED");
+	const char *top = getenv("TERN_SRCDIR");
+	if (shared && *shared)
+		snprintf(buf, sizeof buf, "%s/%s", shared, rel);
+	else
+		snprintf(buf, sizeof buf, "%s/../shared/testdata/%s", top ? top : ".", rel);
+	return buf;
+}
+
 #endif
