@@ -320,6 +320,12 @@ int tern_image_decode(tern_ctx *ctx, const void *buf, size_t len, tern_image **o
 		return rc;
 	if (fmt == FMT_BMP && (rc = check_bmp(ctx, b, len, w, h)))
 		return rc;
+	/* This stb reads 16-bit PNM samples in host (little-endian) order while
+	 * the format is big-endian: the pixels would be silently wrong. */
+	if (fmt == FMT_PNM && tern_stb_is_16_bit(b, (int)len))
+		return tern_error(ctx, TERN_E_UNSUPPORTED,
+				  "16-bit PNM (maxval above 255) is not supported; convert it to "
+				  "8 bits or PNG");
 
 	tern_image *img = malloc(sizeof *img);
 	if (!img)

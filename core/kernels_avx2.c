@@ -3,9 +3,10 @@
  * AVX-512. A 64-byte ternary group is handled as two 32-byte halves;
  * codes times int8 activations go through vpmaddubsw (unsigned x signed
  * bytes to int16 pairs, which cannot saturate since codes are <= 2) and
- * vpmaddwd to int32. Tiles of 4 rows x 2 tokens (16 ymm registers only)
- * reuse each unpacked weight vector across tokens. This file is compiled
- * with AVX2 flags and is only called after cpu.c has checked the CPU.
+ * vpmaddwd to int32. Tiles of several rows x tokens (as many as 16 ymm
+ * registers hold) reuse each unpacked weight vector across tokens and each
+ * activation vector across rows. This file is compiled with AVX2 flags
+ * and is only called after cpu.c has checked the CPU.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -21,6 +22,18 @@
 KINLINE void prefetch_at(const void *base, size_t off)
 {
 	_mm_prefetch((const char *)((uintptr_t)base + off), _MM_HINT_T0);
+}
+
+/* Rows of a tile lie back to back, but hardware prefetch follows R
+ * interleaved short row streams poorly. The tiles prefetch the same spot
+ * some whole number of R-row blocks ahead, at least PF_BYTES away: enough
+ * bytes in flight to cover DRAM latency at full bandwidth. */
+#define PF_BYTES 8192
+
+KINLINE size_t prefetch_distance(int R, size_t ws)
+{
+	size_t blk = (size_t)R * ws;
+	return blk == 0 ? 0 : (PF_BYTES + blk - 1) / blk * blk;
 }
 
 KINLINE int32_t hsum_epi32(__m256i v)
@@ -78,7 +91,7 @@ KINLINE __m256i dot_u8s8(__m256i acc, __m256i w, __m256i a)
  */
 KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad,
 		       int64_t blk, int32_t *out, int64_t ors, int64_t ots, const int P,
-		       const int R, const int T)
+		       const int R, const int T, const int BLOCKED)
 {
 	__m256i acc[4][2];
 #pragma GCC unroll 4
@@ -89,31 +102,35 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 
 	const int64_t gw = 64 * P;
 	const int64_t full = kpad / gw * gw;
+	const size_t pf = prefetch_distance(R, ws);
 	int64_t next = blk < kpad ? blk : kpad;
 	int64_t b = 0;
 
+#define TDOT_FLUSH_ALL()                                                             \
+	do {                                                                         \
+		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
+		_Pragma("GCC unroll 2") for (int t_ = 0; t_ < T; t_++)               \
+		{                                                                    \
+			out[r_ * ors + t_ * ots + b] = hsum_epi32(acc[r_][t_]);      \
+			acc[r_][t_] = _mm256_setzero_si256();                        \
+		}                                                                    \
+		b++;                                                                 \
+		next = next + blk < kpad ? next + blk : kpad;                        \
+	} while (0)
+	/* Unblocked tiles (one sum per row) reduce once at the end; keeping
+	 * the check out of their loop keeps the accumulators in registers. */
 #define TDOT_FLUSH(end)                                                              \
 	do {                                                                         \
-		if ((end) == next) {                                                 \
-			_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)       \
-			_Pragma("GCC unroll 2") for (int t_ = 0; t_ < T; t_++)       \
-			{                                                            \
-				out[r_ * ors + t_ * ots + b] = hsum_epi32(acc[r_][t_]); \
-				acc[r_][t_] = _mm256_setzero_si256();                \
-			}                                                            \
-			b++;                                                         \
-			next = next + blk < kpad ? next + blk : kpad;                \
-		}                                                                    \
+		if (BLOCKED && (end) == next)                                        \
+			TDOT_FLUSH_ALL();                                            \
 	} while (0)
 
 	int64_t j = 0;
 	for (; j < full; j += gw) {
 		__m256i cur[4][2];
-		/* Hardware prefetch does not follow R interleaved short row
-		 * streams well; fetch the same spot of the next R rows. */
 #pragma GCC unroll 4
 		for (int r = 0; r < R; r++)
-			prefetch_at(w, (size_t)(r + R) * ws + (size_t)(j / P));
+			prefetch_at(w, pf + (size_t)r * ws + (size_t)(j / P));
 		if (P == 5) {
 #pragma GCC unroll 4
 			for (int r = 0; r < R; r++) {
@@ -122,7 +139,7 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 					(const __m256i *)(w + r * ws + j / P + 32));
 			}
 		}
-#pragma GCC unroll 5
+#pragma GCC unroll 16
 		for (int p = 0; p < P; p++) {
 #pragma GCC unroll 2
 			for (int h = 0; h < 2; h++) {
@@ -150,7 +167,7 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 			for (int r = 0; r < R; r++)
 				cur[r] = _mm256_loadu_si256((const __m256i *)(w + r * ws + j / P));
 		}
-#pragma GCC unroll 5
+#pragma GCC unroll 16
 		for (int p = 0; p < P; p++) {
 			__m256i wv[4];
 #pragma GCC unroll 4
@@ -167,52 +184,68 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 			TDOT_FLUSH(j + 32 * (p + 1));
 		}
 	}
+	if (!BLOCKED)
+		TDOT_FLUSH_ALL();
 #undef TDOT_FLUSH
+#undef TDOT_FLUSH_ALL
 }
 
 typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_t as,
 			     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots);
 
-#define TDOT_TILE(name, P, R, T)                                                             \
+#define TDOT_TILE(name, P, R, T, B)                                                          \
 	static void name(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad, \
 			 int64_t blk, int32_t *out, int64_t ors, int64_t ots)                   \
 	{                                                                                    \
-		tdot_tile(w, ws, a, as, kpad, blk, out, ors, ots, P, R, T);                  \
+		tdot_tile(w, ws, a, as, kpad, blk, out, ors, ots, P, R, T, B);               \
 	}
 
-TDOT_TILE(t2_tile_4x2, 4, 4, 2)
-TDOT_TILE(t2_tile_4x1, 4, 4, 1)
-TDOT_TILE(t2_tile_1x2, 4, 1, 2)
-TDOT_TILE(t2_tile_1x1, 4, 1, 1)
-TDOT_TILE(t3_tile_4x2, 5, 4, 2)
-TDOT_TILE(t3_tile_4x1, 5, 4, 1)
-TDOT_TILE(t3_tile_1x2, 5, 1, 2)
-TDOT_TILE(t3_tile_1x1, 5, 1, 1)
+/* Tiles: rows x tokens, for T2 (P=4) and T3 (P=5), one sum per row (u) or
+ * per scale block (b). */
+#define TDOT_TILES(pre, P)                                                                   \
+	TDOT_TILE(pre##_u22, P, 2, 2, 0)                                                     \
+	TDOT_TILE(pre##_u41, P, 4, 1, 0)                                                     \
+	TDOT_TILE(pre##_u12, P, 1, 2, 0)                                                     \
+	TDOT_TILE(pre##_u11, P, 1, 1, 0)                                                     \
+	TDOT_TILE(pre##_b22, P, 2, 2, 1)                                                     \
+	TDOT_TILE(pre##_b41, P, 4, 1, 1)                                                     \
+	TDOT_TILE(pre##_b12, P, 1, 2, 1)                                                     \
+	TDOT_TILE(pre##_b11, P, 1, 1, 1)                                                     \
+	static const tdot_tile_fn pre##_tiles[2][4] = {                                      \
+		{ pre##_u22, pre##_u41, pre##_u12, pre##_u11 },                              \
+		{ pre##_b22, pre##_b41, pre##_b12, pre##_b11 },                              \
+	};
 
-/* Covers nrows x ntok with 4x2 tiles and narrower ones at the edges. */
-static void tdot_run(tdot_tile_fn t42, tdot_tile_fn t41, tdot_tile_fn t12, tdot_tile_fn t11,
-		     const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a, size_t as,
-		     int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+TDOT_TILES(t2, 4)
+TDOT_TILES(t3, 5)
+
+/*
+ * Covers nrows x ntok: one token with 4-row tiles, several tokens with
+ * 2 rows x 2 tokens (what fits in 16 ymm registers without spilling).
+ */
+static void tdot_run(const tdot_tile_fn tiles[2][4], const uint8_t *w, size_t ws, int64_t nrows,
+		     const int8_t *a, size_t as, int64_t ntok, int64_t kpad, int64_t blk,
+		     int32_t *out)
 {
 	const int64_t nb = (kpad + blk - 1) / blk;
 	const int64_t ors = ntok * nb;
+	const tdot_tile_fn *tl = tiles[blk < kpad];
 	for (int64_t t0 = 0; t0 < ntok; t0 += 2) {
 		int64_t nt = ntok - t0 < 2 ? ntok - t0 : 2;
 		const int8_t *at = a + t0 * as;
-		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
-			int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+		int64_t step = nt == 2 ? 2 : 4;
+		for (int64_t r0 = 0; r0 < nrows; r0 += step) {
+			int64_t nr = nrows - r0 < step ? nrows - r0 : step;
 			const uint8_t *wr = w + r0 * ws;
 			int32_t *o = out + r0 * ors + t0 * nb;
-			if (nr == 4 && nt == 2) {
-				t42(wr, ws, at, as, kpad, blk, o, ors, nb);
+			if (nr == 2 && nt == 2) {
+				tl[0](wr, ws, at, as, kpad, blk, o, ors, nb);
 			} else if (nr == 4) {
-				t41(wr, ws, at, as, kpad, blk, o, ors, nb);
-			} else if (nt == 2) {
-				for (int64_t r = 0; r < nr; r++)
-					t12(wr + r * ws, ws, at, as, kpad, blk, o + r * ors, ors, nb);
+				tl[1](wr, ws, at, as, kpad, blk, o, ors, nb);
 			} else {
 				for (int64_t r = 0; r < nr; r++)
-					t11(wr + r * ws, ws, at, as, kpad, blk, o + r * ors, ors, nb);
+					tl[nt == 2 ? 2 : 3](wr + r * ws, ws, at, as, kpad, blk,
+							    o + r * ors, ors, nb);
 			}
 		}
 	}
@@ -221,15 +254,13 @@ static void tdot_run(tdot_tile_fn t42, tdot_tile_fn t41, tdot_tile_fn t12, tdot_
 static void t2_dot_avx2(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
-	tdot_run(t2_tile_4x2, t2_tile_4x1, t2_tile_1x2, t2_tile_1x1, w, w_stride, nrows, a,
-		 a_stride, ntok, kpad, blk, out);
+	tdot_run(t2_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
 static void t3_dot_avx2(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
-	tdot_run(t3_tile_4x2, t3_tile_4x1, t3_tile_1x2, t3_tile_1x1, w, w_stride, nrows, a,
-		 a_stride, ntok, kpad, blk, out);
+	tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
 /* ---- int8 x int8 ------------------------------------------------------ */
@@ -242,6 +273,7 @@ KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int
 		     int32_t *out, int64_t ors, const int R, const int T)
 {
 	__m256i acc[4][2];
+	const size_t pf = prefetch_distance(R, ws);
 #pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
@@ -253,7 +285,7 @@ KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int
 #pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
 			wv[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + r * ws + j)));
-			prefetch_at(w, (size_t)(r + R) * ws + (size_t)j);
+			prefetch_at(w, pf + (size_t)r * ws + (size_t)j);
 		}
 #pragma GCC unroll 2
 		for (int t = 0; t < T; t++) {
@@ -361,6 +393,7 @@ KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, in
 		       float *y, int64_t ldy, const int kind, const int R, const int T)
 {
 	__m256 acc[4][2];
+	const size_t pf = prefetch_distance(R, ws);
 #pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
@@ -372,8 +405,7 @@ KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, in
 #pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
 			wv[r] = load_w8((const char *)w + r * ws, j, kind);
-			prefetch_at(w, (size_t)(r + R) * ws +
-					       (size_t)j * (kind == W_F32 ? 4 : 2));
+			prefetch_at(w, pf + (size_t)r * ws + (size_t)j * (kind == W_F32 ? 4 : 2));
 		}
 #pragma GCC unroll 2
 		for (int t = 0; t < T; t++) {

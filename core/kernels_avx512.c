@@ -22,6 +22,18 @@ KINLINE void prefetch_at(const void *base, size_t off)
 	_mm_prefetch((const char *)((uintptr_t)base + off), _MM_HINT_T0);
 }
 
+/* Rows of a tile lie back to back, but hardware prefetch follows R
+ * interleaved short row streams poorly. The tiles prefetch the same spot
+ * some whole number of R-row blocks ahead, at least PF_BYTES away: enough
+ * bytes in flight to cover DRAM latency at full bandwidth. */
+#define PF_BYTES 8192
+
+KINLINE size_t prefetch_distance(int R, size_t ws)
+{
+	size_t blk = (size_t)R * ws;
+	return blk == 0 ? 0 : (PF_BYTES + blk - 1) / blk * blk;
+}
+
 /* ---- ternary ---------------------------------------------------------- */
 
 /* The decoders hand out one slice of codes per call and advance `cur`,
@@ -71,6 +83,7 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 
 	const int64_t gw = 64 * P;
 	const int64_t full = kpad / gw * gw;
+	const size_t pf = prefetch_distance(R, ws);
 	int64_t next = blk < kpad ? blk : kpad;
 	int64_t b = 0;
 
@@ -100,12 +113,9 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 #pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
 			cur[r] = _mm512_loadu_si512(w + r * ws + j / P);
-			/* Rows of a tile lie back to back, but hardware prefetch
-			 * does not follow R interleaved short streams well: fetch
-			 * the same spot of the next R rows, which come next. */
-			prefetch_at(w, (size_t)(r + R) * ws + (size_t)(j / P));
+			prefetch_at(w, pf + (size_t)r * ws + (size_t)(j / P));
 		}
-#pragma GCC unroll 5
+#pragma GCC unroll 16
 		for (int p = 0; p < P; p++) {
 			__m512i wv[4];
 #pragma GCC unroll 4
@@ -128,7 +138,7 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 #pragma GCC unroll 4
 		for (int r = 0; r < R; r++)
 			cur[r] = load_zext256(w + r * ws + j / P);
-#pragma GCC unroll 5
+#pragma GCC unroll 16
 		for (int p = 0; p < P; p++) {
 			__m512i wv[4];
 #pragma GCC unroll 4
@@ -247,6 +257,7 @@ KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int
 {
 	__m512i acc[4][4];
 	const __m512i flip = _mm512_set1_epi8((char)0x80);
+	const size_t pf = prefetch_distance(R, ws);
 #pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
@@ -258,7 +269,7 @@ KINLINE void i8_tile(const int8_t *w, size_t ws, const int8_t *a, size_t as, int
 #pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
 			wv[r] = _mm512_xor_si512(_mm512_loadu_si512(w + r * ws + j), flip);
-			prefetch_at(w, (size_t)(r + R) * ws + (size_t)j);
+			prefetch_at(w, pf + (size_t)r * ws + (size_t)j);
 		}
 #pragma GCC unroll 4
 		for (int t = 0; t < T; t++) {
@@ -360,7 +371,7 @@ static void i8_dot_avx512(const int8_t *w, size_t w_stride, int64_t nrows, const
  * Every (row, token) dot is one 16-lane FMA chain over k in steps of 16,
  * a masked tail and a fixed reduction, whatever tile computes it, so the
  * result does not depend on how rows and tokens were split. As for the
- * ternary tiles, the next R rows are prefetched while R rows are read.
+ * ternary tiles, rows further on are prefetched while R rows are read.
  */
 enum { W_F32, W_F16, W_BF16 };
 
@@ -388,6 +399,7 @@ KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, in
 		       float *y, int64_t ldy, const int kind, const int R, const int T)
 {
 	__m512 acc[4][4];
+	const size_t pf = prefetch_distance(R, ws);
 #pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
@@ -399,8 +411,7 @@ KINLINE void fdot_tile(const void *w, size_t ws, const float *x, int64_t ldx, in
 #pragma GCC unroll 4
 		for (int r = 0; r < R; r++) {
 			wv[r] = load_w16((const char *)w + r * ws, j, kind);
-			prefetch_at(w, (size_t)(r + R) * ws +
-					       (size_t)j * (kind == W_F32 ? 4 : 2));
+			prefetch_at(w, pf + (size_t)r * ws + (size_t)j * (kind == W_F32 ? 4 : 2));
 		}
 #pragma GCC unroll 4
 		for (int t = 0; t < T; t++) {

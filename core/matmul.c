@@ -349,38 +349,38 @@ static void run_kernel(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64_
 }
 
 /* Raw sums of a tile ([nr][nt][nb]) to floats: y = (raw - asum) * ws * as,
- * in that order, one block at a time for per-block scales. */
+ * in that order, one block at a time for per-block scales. Tokens are the
+ * outer loop so the stores run along rows of y. */
 static void finish_tile(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64_t nt,
 			const int32_t *raw)
 {
 	const wview *w = j->w;
 	const tern_qact *a = j->a;
-	const bool offset = w->dtype != TERN_DTYPE_I8;
 	const int64_t nb = w->nb;
-	for (int64_t r = 0; r < nr; r++) {
-		int64_t row = r0 + r;
-		float ws = 0.0f;
-		if (w->kind == TERN_SCALE_TENSOR)
-			ws = scale_get(w, 0);
-		else if (w->kind == TERN_SCALE_ROW)
-			ws = scale_get(w, (size_t)row);
-		for (int64_t t = 0; t < nt; t++) {
-			int64_t tok = t0 + t;
-			const int32_t *rw = raw + (r * nt + t) * nb;
-			float v;
-			if (w->kind == TERN_SCALE_BLOCK) {
-				const int32_t *bs = j->bsum + tok * nb;
+	const float wt = w->kind == TERN_SCALE_TENSOR ? scale_get(w, 0) : 0.0f;
+	for (int64_t t = 0; t < nt; t++) {
+		const int64_t tok = t0 + t;
+		const float as = a->scale[tok];
+		const int32_t asum = w->dtype == TERN_DTYPE_I8 ? 0 : a->sum[tok];
+		float *yt = j->y + tok * j->ldy + r0;
+		const int32_t *rt = raw + t * nb;
+		if (w->kind == TERN_SCALE_BLOCK) {
+			const int32_t *bs = j->bsum + tok * nb;
+			for (int64_t r = 0; r < nr; r++) {
+				const int32_t *rw = rt + r * nt * nb;
 				float acc = 0.0f;
 				for (int64_t b = 0; b < nb; b++) {
-					float s = scale_get(w, (size_t)(row * nb + b));
+					float s = scale_get(w, (size_t)((r0 + r) * nb + b));
 					acc += (float)(rw[b] - bs[b]) * s;
 				}
-				v = acc * a->scale[tok];
-			} else {
-				int32_t d = offset ? rw[0] - a->sum[tok] : rw[0];
-				v = (float)d * ws * a->scale[tok];
+				yt[r] = acc * as;
 			}
-			j->y[tok * j->ldy + row] = v;
+		} else if (w->kind == TERN_SCALE_ROW) {
+			for (int64_t r = 0; r < nr; r++)
+				yt[r] = (float)(rt[r * nt] - asum) * scale_get(w, (size_t)(r0 + r)) * as;
+		} else {
+			for (int64_t r = 0; r < nr; r++)
+				yt[r] = (float)(rt[r * nt] - asum) * wt * as;
 		}
 	}
 }

@@ -49,6 +49,16 @@ int tern_stb_info(const uint8_t *buf, int len, int *w, int *h, int *comp)
 	return stbi_info_from_memory(buf, len, w, h, comp);
 }
 
+int tern_stb_is_16_bit(const uint8_t *buf, int len)
+{
+	return stbi_is_16_bit_from_memory(buf, len);
+}
+
+/* stb is asked for the file's own channel count and tern expands to RGB
+ * here: the Debian stb converts 16-bit PNM channels with its 8-bit
+ * converter and then reads past the buffer it made, a path that asking for
+ * native channels never takes. The conversions match stb's: grey is
+ * replicated, alpha dropped without compositing. */
 uint8_t *tern_stb_load_rgb(const uint8_t *buf, int len, int *w, int *h, const char **reason)
 {
 	int comp = 0;
@@ -56,7 +66,34 @@ uint8_t *tern_stb_load_rgb(const uint8_t *buf, int len, int *w, int *h, const ch
 	 * and never clears it: clear it first and read it at once, so a stale
 	 * reason from an earlier call is never reported. */
 	stbi__g_failure_reason = NULL;
-	uint8_t *px = stbi_load_from_memory(buf, len, w, h, &comp, 3);
+	uint8_t *px = stbi_load_from_memory(buf, len, w, h, &comp, 0);
 	*reason = px ? NULL : stbi_failure_reason();
-	return px;
+	if (!px || comp == 3)
+		return px;
+	if (comp < 1 || comp > 4) {
+		free(px);
+		*reason = "unexpected channel count";
+		return NULL;
+	}
+	size_t n = (size_t)*w * (size_t)*h; /* bounded by the caller's size checks */
+	uint8_t *rgb = malloc(n * 3);
+	if (!rgb) {
+		free(px);
+		*reason = "outofmem";
+		return NULL;
+	}
+	const size_t step = (size_t)comp;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *s = px + i * step;
+		uint8_t *d = rgb + i * 3;
+		if (comp <= 2) {
+			d[0] = d[1] = d[2] = s[0];
+		} else {
+			d[0] = s[0];
+			d[1] = s[1];
+			d[2] = s[2];
+		}
+	}
+	free(px);
+	return rgb;
 }

@@ -1,7 +1,7 @@
 /*
  * stb_wrap.h (private): the only door to the copy of stb_image compiled
  * inside core/stb_image_impl.c. stb's own symbols are static there, so
- * nothing named stbi_* leaves libtern; image.c calls these two instead.
+ * nothing named stbi_* leaves libtern; image.c calls these instead.
  */
 #ifndef TERN_CORE_STB_WRAP_H
 #define TERN_CORE_STB_WRAP_H
@@ -15,6 +15,9 @@
  * give). Allocates nothing proportional to the image size. Sides above
  * TERN_IMAGE_MAX_DIM fail here for the formats whose stb reader checks. */
 int tern_stb_info(const uint8_t *buf, int len, int *w, int *h, int *comp);
+
+/* 1 if the image in buf[0..len) has 16-bit samples, else 0. */
+int tern_stb_is_16_bit(const uint8_t *buf, int len);
 
 /* Decode buf[0..len) to 8-bit interleaved RGB, [*h][*w][3]. Returns pixels
  * allocated with malloc (the caller frees them with free()), or NULL with

@@ -598,7 +598,8 @@ Test(kernels, raw_i32_returns_block_sums_of_stored_codes)
 	tern_ctx_free(ctx);
 }
 
-/* Runs tern_matmul on W with 1..4 threads and checks the bytes agree. */
+/* Runs tern_matmul on W with 1..4 threads, on every kernel path, and
+ * checks the bytes agree for each path. */
 static void check_threads_identical(const tern_tensor *W, int64_t n, tu_rng *rng)
 {
 	int64_t rows = tern_tensor_rows(W), k = tern_tensor_cols(W), ldx = k + 3, ldy = rows + 1;
@@ -607,18 +608,25 @@ static void check_threads_identical(const tern_tensor *W, int64_t n, tu_rng *rng
 		x[i] = tu_normal(rng);
 	size_t ybytes = sizeof(float) * (size_t)(n * ldy);
 	float *y1 = malloc(ybytes), *yn = malloc(ybytes);
-	memset(y1, 0, ybytes);
-	tern_kernel_path path = tern_kernel_detect();
-	tern_ctx *c1 = ctx_with(1, path);
-	cr_assert_eq(tern_matmul(c1, W, x, n, ldx, y1, ldy), TERN_OK, "%s", tern_ctx_errmsg(c1));
-	tern_ctx_free(c1);
-	for (int th = 2; th <= 4; th++) {
-		tern_ctx *c = ctx_with(th, path);
-		memset(yn, 0, ybytes);
-		cr_assert_eq(tern_matmul(c, W, x, n, ldx, yn, ldy), TERN_OK);
-		cr_assert_eq(memcmp(y1, yn, ybytes), 0, "%s rows=%lld k=%lld n=%lld threads=%d",
-			     tern_dtype_name(W->dtype), (long long)rows, (long long)k, (long long)n, th);
-		tern_ctx_free(c);
+	for (int p = 0; p < TERN_KERNEL_COUNT; p++) {
+		tern_kernel_path path = (tern_kernel_path)p;
+		if (!tern_kernel_available(path))
+			continue;
+		memset(y1, 0, ybytes);
+		tern_ctx *c1 = ctx_with(1, path);
+		cr_assert_eq(tern_matmul(c1, W, x, n, ldx, y1, ldy), TERN_OK, "%s",
+			     tern_ctx_errmsg(c1));
+		tern_ctx_free(c1);
+		for (int th = 2; th <= 4; th++) {
+			tern_ctx *c = ctx_with(th, path);
+			memset(yn, 0, ybytes);
+			cr_assert_eq(tern_matmul(c, W, x, n, ldx, yn, ldy), TERN_OK);
+			cr_assert_eq(memcmp(y1, yn, ybytes), 0,
+				     "%s %s rows=%lld k=%lld n=%lld threads=%d",
+				     tern_kernel_path_name(path), tern_dtype_name(W->dtype),
+				     (long long)rows, (long long)k, (long long)n, th);
+			tern_ctx_free(c);
+		}
 	}
 	free(x);
 	free(y1);

@@ -187,8 +187,8 @@ typedef struct tern_writer tern_writer;
  * Caller frees with tern_writer_free. */
 TERN_API int tern_writer_new(tern_ctx *ctx, const char *path, tern_writer **out);
 
-/* Free the writer (and any copied tensor data); removes a partial
- * temporary file. Does not touch a finished file. Accepts NULL. */
+/* Free the writer and the tensor data it copied. Never touches the
+ * output file (finish already removed a failed temporary). Accepts NULL. */
 TERN_API void tern_writer_free(tern_writer *w);
 
 /* The architecture name written to the header (required before finish). */

@@ -31,7 +31,7 @@ TERN_API int tern_image_new(tern_ctx *ctx, int w, int h, tern_image **out);
 /* Decode a file / memory buffer into a new RGB image (grey is replicated,
  * alpha is dropped without compositing). Truncated, corrupt or empty data
  * give TERN_E_FORMAT, oversized images or files TERN_E_OVERFLOW, unreadable
- * files TERN_E_IO, each with a message. The buffer stays the caller's;
+ * files TERN_E_IO, 16-bit PNM TERN_E_UNSUPPORTED, each with a message. The buffer stays the caller's;
  * the caller frees *out with tern_image_free. */
 TERN_API int tern_image_load(tern_ctx *ctx, const char *path, tern_image **out);
 TERN_API int tern_image_decode(tern_ctx *ctx, const void *buf, size_t len, tern_image **out);

@@ -79,8 +79,8 @@ static int example_classify(const tern_host *host, void *p, const tern_image *im
 	example_model *m = p;
 	tern_ctx *ctx = host->ctx;
 	int64_t hw = (int64_t)img->w * img->h, in = 3 * m->side * m->side;
-	/* scratch slots 0..3 belong to the caller's context for this call */
-	float *planar = tern_ctx_scratch(ctx, 0, (size_t)(3 * hw + in + m->n_classes) * sizeof(float));
+	/* slot 0 belongs to tern_matmul, which runs below; slots 1..7 are ours */
+	float *planar = tern_ctx_scratch(ctx, 1, (size_t)(3 * hw + in + m->n_classes) * sizeof(float));
 	if (!planar)
 		return TERN_E_NOMEM;
 	float *x = planar + 3 * hw, *logits = x + in;

@@ -509,8 +509,11 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 	const int64_t QW = c->n_heads * hd, KW = c->n_kv_heads * hd;
 	const int64_t pos0 = s->pos;
 	int nth = tern_ctx_threads(ctx);
-	float *scratch = tern_ctx_scratch(ctx, SLOT_ATTN,
-					  (size_t)nth * (size_t)s->n_ctx * sizeof(float));
+	size_t rows, bytes;
+	if (tern_size_mul((size_t)nth, (size_t)s->n_ctx, &rows) ||
+	    tern_size_mul(rows, sizeof(float), &bytes))
+		return tern_error(ctx, TERN_E_OVERFLOW, "text: attention scratch size overflows");
+	float *scratch = tern_ctx_scratch(ctx, SLOT_ATTN, bytes);
 	if (!scratch)
 		return TERN_E_NOMEM;
 

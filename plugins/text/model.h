@@ -103,10 +103,9 @@ typedef struct text_state {
 	float *k_cache;     /* [n_layers][n_ctx][n_kv_heads * head_dim], after RoPE */
 	float *v_cache;     /* [n_layers][n_ctx][n_kv_heads * head_dim] */
 	float *x;           /* [n_batch][n_embd] residual stream */
-	float *xb;          /* [n_batch][max(n_embd, n_heads * head_dim)] normed input */
+	float *xb;          /* [n_batch][max(n_embd, n_heads * head_dim)] normed input / projection out */
 	float *q;           /* [n_batch][n_heads * head_dim] */
 	float *att;         /* [n_batch][n_heads * head_dim] attention output */
-	float *kv;          /* [n_batch][n_kv_heads * head_dim] new K or V rows */
 	float *hb;          /* [n_batch][n_ff] gate, then the gated product */
 	float *hb2;         /* [n_batch][n_ff] up */
 	text_trace_fn trace;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "plugins/text/tokenizer_impl.h"
 #include "plugins/text/unicode.h"
@@ -89,24 +90,28 @@ int tok_read_file(tern_ctx *ctx, const char *path, char **data, size_t *size)
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return tern_error(ctx, TERN_E_IO, "%s: cannot open: %s", path, strerror(errno));
+	/* Size it once so a large vocabulary is read in one call; the loop
+	 * still copes with files that grow or report no size (pipes). */
+	size_t cap = 0, n = 0, want = 65536;
+	struct stat st;
+	if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size < SIZE_MAX - 1)
+		want = (size_t)st.st_size + 1;
 	char *buf = NULL;
-	size_t n = 0, cap = 0;
-	for (;;) {
-		if (grow((void **)&buf, &cap, n + 65536, 1, ctx)) {
-			free(buf);
-			fclose(f);
-			return TERN_E_NOMEM;
-		}
+	int rc = grow((void **)&buf, &cap, want, 1, ctx);
+	while (!rc) {
 		size_t got = fread(buf + n, 1, cap - n, f);
 		n += got;
 		if (got == 0)
 			break;
+		if (n == cap)
+			rc = grow((void **)&buf, &cap, cap + 1, 1, ctx);
 	}
-	int bad = ferror(f);
+	if (!rc && ferror(f))
+		rc = tern_error(ctx, TERN_E_IO, "%s: read error", path);
 	fclose(f);
-	if (bad) {
+	if (rc) {
 		free(buf);
-		return tern_error(ctx, TERN_E_IO, "%s: read error", path);
+		return rc;
 	}
 	*data = buf;
 	*size = n;
@@ -209,30 +214,27 @@ int32_t text_tok_find(const text_tokenizer *t, const char *s, size_t len)
 	}
 }
 
-static int cmp_special(const void *a, const void *b, void *tt);
+/* Longer specials first, so the longest spelled token wins; then by id. */
+static bool special_before(const text_tokenizer *t, int32_t x, int32_t y)
+{
+	if (t->len[x] != t->len[y])
+		return t->len[x] > t->len[y];
+	return x < y;
+}
 
-/* qsort has no context argument in C11, so the special list is sorted by
- * an insertion sort over at most a few thousand entries. */
+/* An insertion sort: qsort has no context argument in C11, and the list
+ * holds at most a few thousand ids, sorted once at load. */
 static void sort_specials(text_tokenizer *t)
 {
 	for (uint32_t i = 1; i < t->n_special; i++) {
 		int32_t x = t->special[i];
 		uint32_t j = i;
-		while (j > 0 && cmp_special(&t->special[j - 1], &x, t) > 0) {
+		while (j > 0 && special_before(t, x, t->special[j - 1])) {
 			t->special[j] = t->special[j - 1];
 			j--;
 		}
 		t->special[j] = x;
 	}
-}
-
-static int cmp_special(const void *a, const void *b, void *tt)
-{
-	const text_tokenizer *t = tt;
-	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-	if (t->len[x] != t->len[y])
-		return t->len[x] > t->len[y] ? -1 : 1;
-	return x < y ? -1 : x > y;
 }
 
 static int hexval(char c)
@@ -625,7 +627,7 @@ const char *text_tok_piece(const text_tokenizer *t, int32_t id, int flags, size_
 struct text_detok {
 	const text_tokenizer *tok;
 	int flags;
-	bool at_start;       /* the next piece loses SentencePiece's leading space */
+	bool at_start;       /* nothing emitted yet: a first space is the dummy prefix */
 	unsigned char hold[4];
 	size_t n_hold;
 	unsigned char *in;   /* held bytes + the current piece */
@@ -689,11 +691,13 @@ int text_detok_push(text_detok *d, tern_ctx *ctx, int32_t id, const char **out, 
 	const char *p = text_tok_piece(t, id, d->flags, &plen);
 	if (plen == 0)
 		return TERN_OK;
-	if (d->at_start && t->kind == TEXT_TOK_SPM && t->add_space_prefix && p[0] == ' ') {
-		p++;
-		plen--;
-	}
-	d->at_start = false;
+	/* SentencePiece: the marker may also arrive as byte tokens (when the
+	 * vocabulary lacks a piece for it), so it is mapped back to a space per
+	 * character here, and the dummy prefix is dropped as the first
+	 * character of the text, whichever tokens carried it. */
+	bool spm = t->kind == TEXT_TOK_SPM;
+	bool marker = spm && t->space_len == 3;
+	bool strip = spm && t->add_space_prefix;
 	memcpy(d->in, d->hold, d->n_hold);
 	memcpy(d->in + d->n_hold, p, plen);
 	size_t n = d->n_hold + plen, i = 0, k = 0;
@@ -702,15 +706,26 @@ int text_detok_push(text_detok *d, tern_ctx *ctx, int32_t id, const char **out, 
 		uint32_t cp;
 		int r = text_utf8_next(d->in + i, n - i, &cp);
 		if (r > 0) {
-			memcpy(d->out + k, d->in + i, (size_t)r);
-			k += (size_t)r;
-			i += (size_t)r;
+			const char *c = (const char *)d->in + i;
+			size_t cl = (size_t)r;
+			i += cl;
+			if (marker && cp == 0x2581) {
+				c = " ";
+				cl = 1;
+			}
+			bool first = d->at_start;
+			d->at_start = false;
+			if (first && strip && c[0] == ' ')
+				continue;
+			memcpy(d->out + k, c, cl);
+			k += cl;
 		} else if (r == TEXT_UTF8_INCOMPLETE) {
 			d->n_hold = n - i;
 			memcpy(d->hold, d->in + i, d->n_hold);
 			break;
 		} else {
 			k += put_replacement(d->out + k);
+			d->at_start = false;
 			i++;
 		}
 	}

@@ -176,7 +176,7 @@ void text_detok_free(text_detok *d);
 /* Forget held bytes and start a new text (the next piece loses its
  * SentencePiece leading space again). */
 void text_detok_reset(text_detok *d);
-/* Push one id; *out/*len receive the text now complete (possibly empty),
+/* Push one id; *out and *len receive the text now complete (possibly empty),
  * owned by d and valid until the next call on d. An id outside the
  * vocabulary gives TERN_E_INVALID. */
 int text_detok_push(text_detok *d, tern_ctx *ctx, int32_t id, const char **out, size_t *len);
