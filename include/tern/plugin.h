@@ -82,6 +82,20 @@ typedef struct tern_class {
 	const char *label;   /* owned by the model; valid while it is loaded */
 } tern_class;
 
+/* What `tern convert` asks of a plugin's convert op. Fields a plugin
+ * does not understand it may ignore; 0 means "the plugin's default". */
+typedef struct tern_convert_opts {
+	size_t struct_size;
+	/* Packing of ternary matrices: TERN_DTYPE_T2 (default) or T3. */
+	tern_dtype ternary_type;
+	/* Float tensors that stay float (embeddings, heads, norms): F32, F16 or
+	 * BF16; TERN_DTYPE_COUNT = keep the source's type. */
+	tern_dtype float_type;
+	/* Output head / embedding override: TERN_DTYPE_I8 quantizes it per
+	 * row; TERN_DTYPE_COUNT = float_type. */
+	tern_dtype head_type;
+} tern_convert_opts;
+
 typedef struct tern_plugin_ops {
 	size_t struct_size;
 	/* Required. Build a model from an opened file (the file outlives the
@@ -97,6 +111,15 @@ typedef struct tern_plugin_ops {
 	 * (sorted by probability), *n_out = how many were written. */
 	int (*classify)(const tern_host *host, void *model, const tern_image *img, int k,
 			tern_class *out, int *n_out);
+	/* Optional: import a foreign checkpoint for `tern convert`. src is the
+	 * input opened by the host (GGUF, safetensors, or a Hugging Face
+	 * directory), or NULL when the host's readers do not recognise
+	 * src_path (a plugin may read its own formats from the path). The op
+	 * sets the architecture, metadata and tensors of w (not finish: the
+	 * host does that). Return TERN_E_UNSUPPORTED, with no message needed,
+	 * when the input is not something this plugin converts. */
+	int (*convert)(const tern_host *host, const char *src_path, const tern_file *src,
+		       const tern_convert_opts *opts, tern_writer *w);
 } tern_plugin_ops;
 
 typedef struct tern_plugin_desc {
