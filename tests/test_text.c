@@ -38,14 +38,10 @@ static void teardown(void)
 
 TestSuite(text, .init = setup, .fini = teardown);
 
-/* ../shared/testdata/<rel> beside the source tree. */
+/* <rel> in the shared reference data ($TERN_SHARED, else ../shared/testdata). */
 static const char *shared(const char *rel)
 {
-	static char buf[4096];
-	char r[512];
-	snprintf(r, sizeof r, "../shared/testdata/%s", rel);
-	snprintf(buf, sizeof buf, "%s", tu_srcpath(r));
-	return buf;
+	return tu_shared_path(rel);
 }
 
 static void *slurp(const char *path, size_t *len)
