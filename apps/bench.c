@@ -32,6 +32,7 @@
 
 const char cmd_bench_help[] =
 	"Usage: tern bench kernels [OPTIONS]\n"
+	"       tern bench model -m MODEL [OPTIONS]   (see 'tern bench model --help')\n"
 	"\n"
 	"Measures this machine's streaming read bandwidth and int8 multiply-accumulate\n"
 	"peak, then times every kernel path against them. For each weight dtype and\n"
@@ -341,6 +342,28 @@ static int measure_bandwidth(bench_run *r, size_t bytes, int runs, double min_s,
 	}
 	*gbs = (double)bytes / (best > 1e-9 ? best : 1e-9) / 1e9;
 	return CLI_OK;
+}
+
+int bench_bandwidth(tern_ctx *ctx, double *gbs)
+{
+	bench_opts o;
+	bench_run r;
+	size_t bytes = (size_t)1024 << 20;
+	int st;
+
+	memset(&o, 0, sizeof o);
+	memset(&r, 0, sizeof r);
+	r.o = &o;
+	r.ctx = ctx;
+	r.arena_bytes = bytes;
+	r.arena = arena_alloc(bytes);
+	if (!r.arena) {
+		cli_error("%s: cannot allocate %zu MiB for the bandwidth probe", CMD, bytes >> 20);
+		return CLI_FAIL;
+	}
+	st = measure_bandwidth(&r, bytes, REPEATS, 1.0, gbs);
+	arena_free(r.arena, r.arena_bytes);
+	return st;
 }
 
 /* ---- int8 multiply-accumulate peak -------------------------------------- */
@@ -1053,7 +1076,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, bool *help)
 		return CLI_OK;
 	}
 	if (strcmp(argv[1], "kernels") != 0)
-		return cli_usage(CMD, "unknown benchmark '%s' (known: kernels)", argv[1]);
+		return cli_usage(CMD, "unknown benchmark '%s' (known: kernels, model)", argv[1]);
 	for (int i = 2; i < argc; i++) {
 		const char *v;
 		long n;
@@ -1152,6 +1175,8 @@ int cmd_bench(int argc, char **argv)
 	double t_start = now_s();
 	size_t bw_bytes;
 
+	if (argc >= 2 && strcmp(argv[1], "model") == 0)
+		return cmd_bench_model(argc - 1, argv + 1);
 	st = parse_args(argc, argv, &o, &help);
 	if (st != CLI_OK)
 		return st;

@@ -39,6 +39,26 @@ int cmd_plugins(int argc, char **argv);
 extern const char cmd_plugins_help[];
 int cmd_classify(int argc, char **argv);
 extern const char cmd_classify_help[];
+int cmd_generate(int argc, char **argv);
+extern const char cmd_generate_help[];
+int cmd_chat(int argc, char **argv);
+extern const char cmd_chat_help[];
+int cmd_perplexity(int argc, char **argv);
+extern const char cmd_perplexity_help[];
+int cmd_tokenize(int argc, char **argv);
+extern const char cmd_tokenize_help[];
+/* `tern bench model` (cmd_generate.c), reached through cmd_bench. */
+int cmd_bench_model(int argc, char **argv);
+extern const char cmd_bench_model_help[];
+/* The streaming read bandwidth with ctx's threads, measured as
+ * `tern bench kernels` does (bench.c); reports its own errors. */
+int bench_bandwidth(tern_ctx *ctx, double *gbs);
+int cmd_inspect(int argc, char **argv);
+extern const char cmd_inspect_help[];
+int cmd_convert(int argc, char **argv);
+extern const char cmd_convert_help[];
+int cmd_eval(int argc, char **argv);
+extern const char cmd_eval_help[];
 
 /* ---- messages ---------------------------------------------------------- */
 

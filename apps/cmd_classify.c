@@ -12,7 +12,9 @@ const char cmd_classify_help[] =
 	"usage: tern classify -m MODEL [--top K] [-t THREADS] IMAGE...\n"
 	"\n"
 	"Prints the K most probable classes of each image (PNG, JPEG, BMP, GIF,\n"
-	"TGA, PNM, ...) as `IMAGE<TAB>rank<TAB>label<TAB>probability`.\n"
+	"TGA, PNM, ...) as `IMAGE<TAB>rank<TAB>label<TAB>probability` (the class\n"
+	"number when the model has no labels). Images are preprocessed as the\n"
+	"model says (resize, crop, normalization).\n"
 	"\n"
 	"  -m, --model MODEL    model file (its architecture picks the plugin)\n"
 	"  -k, --top K          classes per image (default 1)\n"
@@ -85,9 +87,15 @@ int cmd_classify(int argc, char **argv)
 			status = CLI_FAIL;
 			continue;
 		}
-		for (int k = 0; k < n; k++)
-			printf("%s\t%d\t%s\t%.6f\n", images[i], k + 1, cls[k].label ? cls[k].label : "?",
-			       (double)cls[k].prob);
+		for (int k = 0; k < n; k++) {
+			/* a model without labels names classes by number */
+			if (cls[k].label)
+				printf("%s\t%d\t%s\t%.6f\n", images[i], k + 1, cls[k].label,
+				       (double)cls[k].prob);
+			else
+				printf("%s\t%d\t%d\t%.6f\n", images[i], k + 1, cls[k].index,
+				       (double)cls[k].prob);
+		}
 	}
 out:
 	tern_model_free(m);

@@ -20,6 +20,18 @@ static const cli_command commands[] = {
 	  cmd_bench_help },
 	{ "plugins", cmd_plugins, "list plugins found and files refused", cmd_plugins_help },
 	{ "classify", cmd_classify, "classify images with a model", cmd_classify_help },
+	{ "generate", cmd_generate, "generate text from a prompt with a language model",
+	  cmd_generate_help },
+	{ "chat", cmd_chat, "chat with a language model", cmd_chat_help },
+	{ "perplexity", cmd_perplexity, "perplexity of a language model on a text",
+	  cmd_perplexity_help },
+	{ "tokenize", cmd_tokenize, "token ids of a text (model or tokenizer file)",
+	  cmd_tokenize_help },
+	{ "inspect", cmd_inspect, "describe a model file: metadata, tokenizer, tensors",
+	  cmd_inspect_help },
+	{ "convert", cmd_convert, "convert GGUF, safetensors or HF checkpoints to .tern",
+	  cmd_convert_help },
+	{ "eval", cmd_eval, "measure a model on a data set (eval classify)", cmd_eval_help },
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

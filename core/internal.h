@@ -30,4 +30,9 @@ struct tern_ctx {
 /* Kernel table of a context (scalar for a NULL context). */
 const tern_kernels *tern_ctx_kernels_of(const tern_ctx *ctx);
 
+/* The plugin's object behind a loaded model (what its load op made),
+ * for core code that drives a plugin's components (generate.c). */
+struct tern_model;
+void *tern_model_impl(const struct tern_model *m);
+
 #endif

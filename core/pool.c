@@ -3,15 +3,23 @@
  * counter between runs (so back-to-back kernels dispatch in well under a
  * microsecond), then sleep on a condition variable. A run allocates
  * nothing and the caller takes part as thread 0.
+ *
+ * Every wait polls with the CPU's pause hint first and then yields the
+ * core (sched_yield) between polls: when the machine has more runnable
+ * threads than cores, the thread being waited for may be descheduled,
+ * and a pure spin would burn the very time slice it needs.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "core/internal.h"
 
-/* About 0.2 ms of polling before a worker goes to sleep. */
+/* About 0.2 ms of polling before a worker goes to sleep; the first
+ * TERN_POOL_PAUSES polls of any wait only pause, later ones yield. */
 #define TERN_POOL_SPIN 20000
+#define TERN_POOL_PAUSES 2000
 
 struct tern_pool;
 
@@ -52,7 +60,10 @@ static void *worker_main(void *p)
 		int spins = 0;
 		while (atomic_load(&pool->gen) == seen && !atomic_load(&pool->stop)) {
 			if (++spins < TERN_POOL_SPIN) {
-				cpu_relax();
+				if (spins < TERN_POOL_PAUSES)
+					cpu_relax();
+				else
+					sched_yield();
 				continue;
 			}
 			pthread_mutex_lock(&pool->mu);
@@ -146,8 +157,12 @@ void tern_pool_run(tern_pool *pool, tern_pool_fn fn, void *arg)
 	atomic_fetch_add(&pool->gen, 1);
 	wake_all(pool);
 	fn(arg, 0, pool->n);
-	while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0)
-		cpu_relax();
+	for (int spins = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+		if (spins < TERN_POOL_PAUSES)
+			cpu_relax();
+		else
+			sched_yield();
+	}
 }
 
 void tern_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin, int64_t *end)

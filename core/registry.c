@@ -1,6 +1,7 @@
 /*
  * registry.c: plugin discovery and validation (dlopen), architecture and
- * component lookup, and the model handle that ties a file to its plugin.
+ * component lookup, the model handle that ties a file to its plugin, and
+ * conversion (tern_convert), which picks the plugin that converts a file.
  */
 #include <dirent.h>
 #include <dlfcn.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/internal.h"
+#include "formats/convert.h"
 #include "tern/plugin.h"
 
 #define MAX_DIRS 64
@@ -150,6 +152,15 @@ static const char *check_desc(const tern_plugin_desc *d, int *status, char *buf,
 			snprintf(buf, len, "task '%s' offered but its op is NULL", task_ops[i].name);
 			return buf;
 		}
+	}
+	/* Generation has no op: the host drives the plugin's "lm" component. */
+	known |= TERN_TASK_GENERATE;
+	if (d->tasks & TERN_TASK_GENERATE) {
+		bool lm = false;
+		for (size_t i = 0; i < d->n_components; i++)
+			lm = lm || strcmp(d->components[i].interface, "lm") == 0;
+		if (!lm)
+			return "task 'generate' offered but no 'lm' component listed";
 	}
 	if (d->tasks & ~known) {
 		snprintf(buf, len, "offers tasks 0x%x unknown to ABI %u.%u", d->tasks & ~known,
@@ -497,6 +508,11 @@ const tern_file *tern_model_file(const tern_model *m)
 	return m->file;
 }
 
+void *tern_model_impl(const tern_model *m)
+{
+	return m->impl;
+}
+
 int tern_classify(tern_ctx *ctx, tern_model *m, const tern_image *img, int k, tern_class *out,
 		  int *n_out)
 {
@@ -508,4 +524,156 @@ int tern_classify(tern_ctx *ctx, tern_model *m, const tern_image *img, int k, te
 		return tern_error(ctx, TERN_E_INVALID, "classify: need an image and k >= 1");
 	tern_host h = make_host(ctx, m->reg);
 	return m->desc->ops->classify(&h, m->impl, img, k, out, n_out);
+}
+
+/* ---- conversion ------------------------------------------------------------ */
+
+tern_convert_opts tern_convert_default_opts(void)
+{
+	tern_convert_opts o;
+	memset(&o, 0, sizeof o);
+	o.struct_size = sizeof o;
+	o.ternary_type = TERN_DTYPE_T2;
+	o.float_type = TERN_DTYPE_COUNT;
+	o.head_type = TERN_DTYPE_COUNT;
+	return o;
+}
+
+/* The caller's options over the defaults (a caller built against an older
+ * minor passes a smaller struct), then checked. */
+static int convert_opts(tern_ctx *ctx, const tern_convert_opts *in, tern_convert_opts *o)
+{
+	*o = tern_convert_default_opts();
+	if (in) {
+		size_t n = in->struct_size < sizeof *o ? in->struct_size : sizeof *o;
+		if (n < sizeof o->struct_size)
+			return tern_error(ctx, TERN_E_INVALID, "convert: options without struct_size");
+		memcpy((char *)o + sizeof o->struct_size, (const char *)in + sizeof in->struct_size,
+		       n - sizeof o->struct_size);
+		o->struct_size = sizeof *o;
+	}
+	tern_dtype t = o->ternary_type, f = o->float_type, h = o->head_type;
+	if (t != TERN_DTYPE_T2 && t != TERN_DTYPE_T3)
+		return tern_error(ctx, TERN_E_INVALID, "convert: ternary type must be t2 or t3");
+	if (f != TERN_DTYPE_F32 && f != TERN_DTYPE_F16 && f != TERN_DTYPE_BF16 &&
+	    f != TERN_DTYPE_COUNT)
+		return tern_error(ctx, TERN_E_INVALID,
+				  "convert: float type must be f32, f16, bf16 or keep");
+	if (h != TERN_DTYPE_I8 && h != TERN_DTYPE_F32 && h != TERN_DTYPE_F16 &&
+	    h != TERN_DTYPE_BF16 && h != TERN_DTYPE_COUNT)
+		return tern_error(ctx, TERN_E_INVALID,
+				  "convert: head type must be i8, f32, f16, bf16 or as the floats");
+	return TERN_OK;
+}
+
+static bool can_convert(const tern_plugin_desc *d)
+{
+	return HAS_FIELD(d->ops, tern_plugin_ops, convert) && d->ops->convert;
+}
+
+typedef struct convert_job {
+	tern_ctx *ctx;
+	const char *src_path, *dst_path;
+	const tern_file *src;
+	const tern_convert_opts *opts;
+	tern_host host;
+	tern_writer *w;
+} convert_job;
+
+/* One plugin's attempt on a fresh writer. */
+static int try_plugin(convert_job *j, const tern_plugin_desc *d)
+{
+	tern_writer_free(j->w);
+	j->w = NULL;
+	int rc = tern_writer_new(j->ctx, j->dst_path, &j->w);
+	if (rc != TERN_OK)
+		return rc;
+	tern_ctx_clear_error(j->ctx);
+	rc = d->ops->convert(&j->host, j->src_path, j->src, j->opts, j->w);
+	if (rc != TERN_OK && rc != TERN_E_UNSUPPORTED && !*tern_ctx_errmsg(j->ctx))
+		tern_error(j->ctx, rc, "%s: plugin '%s' failed to convert it (%s)", j->src_path,
+			   d->name, tern_status_str(rc));
+	if (rc > 0)
+		rc = tern_error(j->ctx, TERN_E_PLUGIN, "%s: plugin '%s' returned status %d",
+				j->src_path, d->name, rc);
+	return rc;
+}
+
+typedef struct write_progress {
+	tern_progress_fn fn;
+	void *user;
+} write_progress;
+
+static int on_write(void *user, uint64_t done, uint64_t total)
+{
+	write_progress *p = user;
+	return p->fn(p->user, "write", (int64_t)done, (int64_t)total);
+}
+
+int tern_convert(tern_ctx *ctx, const tern_registry *reg, const char *src_path,
+		 const char *dst_path, const tern_convert_opts *opts, tern_progress_fn progress,
+		 void *progress_user, const char **by)
+{
+	if (by)
+		*by = NULL;
+	if (!src_path || !dst_path || !*dst_path)
+		return tern_error(ctx, TERN_E_INVALID, "convert: need a source and an output path");
+	tern_convert_opts o;
+	int rc = convert_opts(ctx, opts, &o);
+	if (rc != TERN_OK)
+		return rc;
+	tern_file *src = NULL;
+	int open_rc = tern_file_open(ctx, src_path, &src);
+	char open_msg[TERN_ERRMSG_MAX] = "";
+	if (open_rc != TERN_OK) {
+		/* Not a format the host reads: a plugin may still know it. */
+		if (open_rc != TERN_E_FORMAT && open_rc != TERN_E_UNSUPPORTED)
+			return open_rc;
+		snprintf(open_msg, sizeof open_msg, "%s", tern_ctx_errmsg(ctx));
+	}
+	convert_job j = { ctx, src_path, dst_path, src, &o, make_host(ctx, reg), NULL };
+	j.host.progress = progress;
+	j.host.progress_user = progress_user;
+	const tern_plugin_desc *first =
+		src && reg ? tern_registry_find_arch(reg, tern_file_architecture(src)) : NULL;
+	const tern_plugin_desc *winner = NULL;
+	rc = TERN_E_UNSUPPORTED;
+	if (first && can_convert(first)) {
+		rc = try_plugin(&j, first);
+		winner = first;
+	}
+	for (size_t i = 0; reg && i < reg->n_plugins && rc == TERN_E_UNSUPPORTED; i++) {
+		const tern_plugin_desc *d = reg->plugins[i].desc;
+		if (d != first && can_convert(d)) {
+			rc = try_plugin(&j, d);
+			winner = d;
+		}
+	}
+	tern_gguf_conv *generic = NULL;
+	if (rc == TERN_E_UNSUPPORTED && src && tern_file_format_of(src) == TERN_FORMAT_GGUF) {
+		winner = NULL;
+		tern_writer_free(j.w);
+		j.w = NULL;
+		rc = tern_writer_new(ctx, dst_path, &j.w);
+		if (rc == TERN_OK)
+			rc = tern_gguf_conv_new(ctx, src, &o, j.w, &generic);
+	} else if (rc == TERN_E_UNSUPPORTED && !src) {
+		rc = tern_error(ctx, open_rc, "%s (and no plugin converts it)", open_msg);
+	} else if (rc == TERN_E_UNSUPPORTED) {
+		rc = tern_error(ctx, TERN_E_UNSUPPORTED,
+				"%s: no plugin converts this %s input of architecture '%s' (see "
+				"`tern plugins`)",
+				src_path, tern_file_format_name(src), tern_file_architecture(src));
+	}
+	write_progress wp = { progress, progress_user };
+	if (rc == TERN_OK && progress)
+		rc = tern_writer_set_progress(j.w, on_write, &wp);
+	if (rc == TERN_OK)
+		rc = tern_writer_finish(j.w);
+	if (rc == TERN_OK && by)
+		*by = winner ? winner->name : "gguf";
+	tern_writer_free(j.w);
+	tern_gguf_conv_free(generic);
+	tern_file_close(src);
+	return rc;
 }

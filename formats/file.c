@@ -16,6 +16,14 @@
 
 #include "core/internal.h"
 #include "formats/format.h"
+#include "formats/hf.h"
+
+/* How a tensor is stored in the file, when the reader converted it. */
+typedef struct tsource {
+	const char *type; /* static name; NULL = as served */
+	const void *data;
+	size_t nbytes;
+} tsource;
 
 struct tern_file {
 	tern_file_format format;
@@ -27,6 +35,7 @@ struct tern_file {
 	char *arch;
 	tern_meta *meta;
 	tern_tensor *tensors;
+	tsource *sources; /* parallel to tensors */
 	size_t n_tensors, cap_tensors;
 	size_t *name_slots; /* hash index over tensor names: index + 1, 0 = empty */
 	size_t name_hcap;
@@ -35,6 +44,7 @@ struct tern_file {
 	size_t n_allocs, cap_allocs;
 	tern_tensor **adopted;
 	size_t n_adopted, cap_adopted;
+	tern_hf *hf; /* a directory's checkpoint: its shards own the tensors */
 };
 
 struct tern_file_builder {
@@ -42,7 +52,8 @@ struct tern_file_builder {
 	tern_file *f;
 };
 
-static const char *const format_names[TERN_FORMAT_COUNT] = { "tern", "gguf", "safetensors" };
+static const char *const format_names[TERN_FORMAT_COUNT] = { "tern", "gguf", "safetensors",
+								"huggingface" };
 
 /* ---- shared checks --------------------------------------------------------- */
 
@@ -178,6 +189,10 @@ static int reserve_tensor(tern_file *f)
 		if (!nt)
 			return TERN_E_NOMEM;
 		f->tensors = nt;
+		tsource *ns = realloc(f->sources, ncap * sizeof *ns); /* smaller than bytes */
+		if (!ns)
+			return TERN_E_NOMEM;
+		f->sources = ns;
 		f->cap_tensors = ncap;
 	}
 	if (need > f->name_hcap / 2) {
@@ -354,6 +369,7 @@ static int add_tensor(tern_file_builder *b, const char *name, size_t name_len, t
 	t.data = data;
 	t.nbytes = nbytes;
 	f->tensors[f->n_tensors] = t;
+	f->sources[f->n_tensors] = (tsource){ NULL, data, nbytes };
 	name_index_insert(f, f->n_tensors);
 	f->n_tensors++;
 	return TERN_OK;
@@ -392,6 +408,14 @@ int tern_fb_adopt_tensor(tern_file_builder *b, const char *name, size_t name_len
 	}
 	f->adopted[f->n_adopted++] = t;
 	return TERN_OK;
+}
+
+void tern_fb_set_source(tern_file_builder *b, const char *type, const void *data, size_t nbytes)
+{
+	tern_file *f = b->f;
+	if (f->n_tensors == 0)
+		return;
+	f->sources[f->n_tensors - 1] = (tsource){ type, data, nbytes };
 }
 
 /* ---- open / close ---------------------------------------------------------------- */
@@ -463,6 +487,68 @@ static int finish_open(tern_ctx *ctx, char *path, const uint8_t *map, size_t siz
 	return TERN_OK;
 }
 
+/* A Hugging Face checkpoint: the file serves the tensors of every shard
+ * in place (the shards stay mapped while f->hf lives). */
+static int open_hf(tern_ctx *ctx, tern_file *f, tern_hf *hf)
+{
+	tern_file_builder b = { ctx, f };
+	tern_meta *meta;
+	int rc = tern_meta_copy(tern_hf_meta(hf), &meta);
+	if (rc != TERN_OK)
+		return tern_error(ctx, rc, "%s: out of memory", f->path);
+	if ((rc = tern_fb_set_meta(&b, meta)) != TERN_OK ||
+	    (rc = tern_fb_set_architecture(&b, tern_hf_architecture(hf))) != TERN_OK)
+		return rc;
+	f->size = tern_hf_bytes(hf);
+	for (size_t i = 0; i < tern_hf_n_tensors(hf) && rc == TERN_OK; i++) {
+		const tern_tensor *t = tern_hf_tensor(hf, i);
+		rc = add_tensor(&b, t->name, strlen(t->name), t->dtype, t->n_dims, t->shape, &t->q,
+				t->data, t->nbytes, false);
+	}
+	return rc;
+}
+
+static int open_dir(tern_ctx *ctx, const char *path, tern_file **out)
+{
+	size_t plen = strlen(path);
+	char *cfg = malloc(plen + sizeof "/config.json");
+	if (!cfg)
+		return tern_error(ctx, TERN_E_NOMEM, "%s: out of memory", path);
+	memcpy(cfg, path, plen);
+	memcpy(cfg + plen, "/config.json", sizeof "/config.json");
+	struct stat st;
+	bool has_config = stat(cfg, &st) == 0;
+	free(cfg);
+	if (!has_config)
+		return tern_error(ctx, TERN_E_UNSUPPORTED,
+				  "%s: is a directory without config.json, so not a Hugging Face "
+				  "checkpoint",
+				  path);
+	tern_hf *hf;
+	int rc = tern_hf_open(ctx, path, &hf);
+	if (rc != TERN_OK)
+		return rc;
+	tern_file *f = calloc(1, sizeof *f);
+	if (f) {
+		f->path = strdup(path);
+		f->meta = tern_meta_new_object();
+	}
+	if (!f || !f->path || !f->meta) {
+		tern_hf_close(hf);
+		tern_file_close(f);
+		return tern_error(ctx, TERN_E_NOMEM, "%s: out of memory", path);
+	}
+	f->format = TERN_FORMAT_HF;
+	f->hf = hf;
+	rc = open_hf(ctx, f, hf);
+	if (rc != TERN_OK) {
+		tern_file_close(f);
+		return rc;
+	}
+	*out = f;
+	return TERN_OK;
+}
+
 int tern_file_open(tern_ctx *ctx, const char *path, tern_file **out)
 {
 	*out = NULL;
@@ -479,10 +565,7 @@ int tern_file_open(tern_ctx *ctx, const char *path, tern_file **out)
 	}
 	if (S_ISDIR(st.st_mode)) {
 		close(fd);
-		return tern_error(ctx, TERN_E_UNSUPPORTED,
-				  "%s: is a directory (a Hugging Face checkpoint?): convert it to "
-				  ".tern with `tern convert` first",
-				  path);
+		return open_dir(ctx, path, out);
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
@@ -533,6 +616,7 @@ void tern_file_close(tern_file *f)
 	for (size_t i = 0; i < f->n_tensors; i++)
 		free((char *)(uintptr_t)f->tensors[i].name);
 	free(f->tensors);
+	free(f->sources);
 	free(f->name_slots);
 	for (size_t i = 0; i < f->n_allocs; i++)
 		tern_free(f->allocs[i]);
@@ -545,6 +629,7 @@ void tern_file_close(tern_file *f)
 	free(f->arch);
 	if (f->mapped)
 		munmap((void *)(uintptr_t)f->map, f->size);
+	tern_hf_close(f->hf);
 	free(f->path);
 	free(f);
 }
@@ -602,4 +687,19 @@ const tern_tensor *tern_file_find(const tern_file *f, const char *name)
 const tern_meta *tern_file_meta(const tern_file *f)
 {
 	return f->meta;
+}
+
+int tern_file_tensor_source(const tern_file *f, size_t i, const char **type, const void **data,
+			    size_t *nbytes)
+{
+	if (!f || i >= f->n_tensors)
+		return TERN_E_INVALID;
+	const tsource *s = &f->sources[i];
+	if (type)
+		*type = s->type ? s->type : tern_dtype_name(f->tensors[i].dtype);
+	if (data)
+		*data = s->data;
+	if (nbytes)
+		*nbytes = s->nbytes;
+	return TERN_OK;
 }

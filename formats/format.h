@@ -70,6 +70,13 @@ int tern_fb_add_tensor(tern_file_builder *b, const char *name, size_t name_len,
 int tern_fb_adopt_tensor(tern_file_builder *b, const char *name, size_t name_len,
 			 tern_tensor *t);
 
+/* Record how the tensor added last is stored in the file when the reader
+ * served it converted: type is a static lower-case name ("tq2_0"),
+ * data/nbytes the stored bytes inside the mapping (tern_file_tensor_source
+ * returns them). Without this call a tensor's source is itself. */
+void tern_fb_set_source(tern_file_builder *b, const char *type, const void *data,
+			size_t nbytes);
+
 /* ---- shared validation helpers ----------------------------------------- */
 
 /* True if s[0..len) is well-formed UTF-8 (no overlongs, surrogates or

@@ -498,7 +498,11 @@ static int add_one(gcur *c, tern_file_builder *b, const gguf_tinfo *t, const uin
 			memcpy(copy, src, nbytes);
 			data = copy;
 		}
-		return tern_fb_add_tensor(b, t->name, t->name_len, dt, nd, shape, NULL, data, nbytes);
+		int rc = tern_fb_add_tensor(b, t->name, t->name_len, dt, nd, shape, NULL, data,
+					    nbytes);
+		if (rc == TERN_OK && data != src)
+			tern_fb_set_source(b, NULL, src, nbytes);
+		return rc;
 	}
 	if (t->type == GGML_Q8_0) {
 		/* tern has no Q8_0 dtype: dequantize (exact: d * q in float). */
@@ -510,8 +514,11 @@ static int add_one(gcur *c, tern_file_builder *b, const gguf_tinfo *t, const uin
 		if (!dst)
 			return TERN_E_NOMEM;
 		q8_0_to_f32(src, dst, t->n);
-		return tern_fb_add_tensor(b, t->name, t->name_len, TERN_DTYPE_F32, nd, shape, NULL,
-					  dst, fbytes);
+		int rc = tern_fb_add_tensor(b, t->name, t->name_len, TERN_DTYPE_F32, nd, shape, NULL,
+					    dst, fbytes);
+		if (rc == TERN_OK)
+			tern_fb_set_source(b, "q8_0", src, nbytes);
+		return rc;
 	}
 	tern_foreign_type ft = t->type == GGML_TQ1_0 ? TERN_FOREIGN_TQ1_0
 			     : t->type == GGML_TQ2_0 ? TERN_FOREIGN_TQ2_0 : TERN_FOREIGN_I2_S;
@@ -526,7 +533,13 @@ static int add_one(gcur *c, tern_file_builder *b, const gguf_tinfo *t, const uin
 	out->n_dims = nd;
 	for (int d = 0; d < TERN_MAX_DIMS; d++)
 		out->shape[d] = d < nd ? shape[d] : 0;
-	return tern_fb_adopt_tensor(b, t->name, t->name_len, out);
+	rc = tern_fb_adopt_tensor(b, t->name, t->name_len, out);
+	if (rc == TERN_OK)
+		tern_fb_set_source(b, ft == TERN_FOREIGN_TQ1_0   ? "tq1_0"
+				      : ft == TERN_FOREIGN_TQ2_0 ? "tq2_0"
+								 : "i2_s",
+				   src, nbytes);
+	return rc;
 }
 
 /* ---- the reader ------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/internal.h"
 #include "formats/format.h"
@@ -137,8 +138,11 @@ static int open_shard(tern_ctx *ctx, tern_hf *h, const char *dir, const char *na
 	char *p = join(dir, name);
 	if (!p)
 		return tern_error(ctx, TERN_E_NOMEM, "out of memory");
-	tern_file *f;
-	int rc = tern_file_open(ctx, p, &f);
+	tern_file *f = NULL;
+	/* A directory would open as a checkpoint of its own: shards are files. */
+	int rc = is_file(p) || access(p, F_OK) != 0
+			 ? tern_file_open(ctx, p, &f)
+			 : tern_error(ctx, TERN_E_FORMAT, "%s: is not a regular file", p);
 	if (rc == TERN_OK && tern_file_format_of(f) != TERN_FORMAT_SAFETENSORS) {
 		rc = tern_error(ctx, TERN_E_FORMAT, "%s: is a %s file, not safetensors", p,
 				tern_file_format_name(f));
@@ -342,6 +346,14 @@ const tern_meta *tern_hf_meta(const tern_hf *h)
 const char *tern_hf_architecture(const tern_hf *h)
 {
 	return h->arch;
+}
+
+size_t tern_hf_bytes(const tern_hf *h)
+{
+	size_t n = 0;
+	for (size_t k = 0; k < h->n_shards; k++)
+		n += tern_file_size(h->shards[k]); /* all mapped at once, so no overflow */
+	return n;
 }
 
 size_t tern_hf_n_tensors(const tern_hf *h)

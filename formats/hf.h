@@ -41,6 +41,9 @@ const tern_meta *tern_hf_meta(const tern_hf *h);
  * Owned by h. */
 const char *tern_hf_architecture(const tern_hf *h);
 
+/* Bytes of all shards together. */
+size_t tern_hf_bytes(const tern_hf *h);
+
 /* Tensors of all shards (shard order, then file order); NULL if out of
  * range or absent. Owned by h (by its shards). */
 size_t tern_hf_n_tensors(const tern_hf *h);

@@ -414,6 +414,9 @@ struct tern_writer {
 	wtensor *t;
 	size_t n, cap;
 	bool spent;
+	tern_writer_progress_fn progress;
+	void *progress_user;
+	uint64_t done, total; /* bytes written by finish, and the file size */
 };
 
 int tern_writer_new(tern_ctx *ctx, const char *path, tern_writer **out)
@@ -462,6 +465,16 @@ static int writer_usable(tern_writer *w)
 		return TERN_E_INVALID;
 	if (w->spent)
 		return tern_error(w->ctx, TERN_E_INVALID, "%s: writer already finished", w->path);
+	return TERN_OK;
+}
+
+int tern_writer_set_progress(tern_writer *w, tern_writer_progress_fn fn, void *user)
+{
+	int rc = writer_usable(w);
+	if (rc != TERN_OK)
+		return rc;
+	w->progress = fn;
+	w->progress_user = fn ? user : NULL;
 	return TERN_OK;
 }
 
@@ -767,10 +780,42 @@ static int write_all(tern_writer *w, int fd, const void *p, size_t n)
 	return TERN_OK;
 }
 
+/* Report progress; the caller's nonzero answer cancels the write. */
+static int report(tern_writer *w)
+{
+	if (w->progress && w->progress(w->progress_user, w->done, w->total) != 0)
+		return tern_error(w->ctx, TERN_E_CANCELLED, "%s: cancelled after %llu of %llu bytes",
+				  w->path, (unsigned long long)w->done,
+				  (unsigned long long)w->total);
+	return TERN_OK;
+}
+
+/* Progress chunk: small enough for a smooth bar, large enough to cost
+ * nothing next to the write itself. */
+#define PROGRESS_CHUNK ((size_t)16 << 20)
+
+/* write_all, counting bytes and reporting progress every chunk. */
+static int emit(tern_writer *w, int fd, const void *p, size_t n)
+{
+	const uint8_t *c = p;
+	while (n) {
+		size_t k = n < PROGRESS_CHUNK ? n : PROGRESS_CHUNK;
+		int rc = write_all(w, fd, c, k);
+		if (rc != TERN_OK)
+			return rc;
+		c += k;
+		n -= k;
+		w->done += k;
+		if (n && (rc = report(w)) != TERN_OK)
+			return rc;
+	}
+	return TERN_OK;
+}
+
 static int write_zeros(tern_writer *w, int fd, size_t n)
 {
 	static const uint8_t zeros[TERN_ALIGN];
-	return write_all(w, fd, zeros, n);
+	return emit(w, fd, zeros, n);
 }
 
 static int write_body(tern_writer *w, int fd, const char *json, size_t hlen, void *buf)
@@ -781,9 +826,12 @@ static int write_body(tern_writer *w, int fd, const char *json, size_t hlen, voi
 	uint64_t hl = hlen;
 	memcpy(pre + 4, &v, 4); /* little-endian host (configure checks) */
 	memcpy(pre + 8, &hl, 8);
-	int rc = write_all(w, fd, pre, sizeof pre);
+	w->done = 0;
+	int rc = report(w);
 	if (rc == TERN_OK)
-		rc = write_all(w, fd, json, hlen);
+		rc = emit(w, fd, pre, sizeof pre);
+	if (rc == TERN_OK)
+		rc = emit(w, fd, json, hlen);
 	if (rc == TERN_OK)
 		rc = write_zeros(w, fd, (size_t)(align_up(TERN_PREAMBLE + hlen) - TERN_PREAMBLE - hlen));
 	uint64_t pos = 0;
@@ -802,11 +850,15 @@ static int write_body(tern_writer *w, int fd, const char *json, size_t hlen, voi
 			src = buf;
 		}
 		if (rc == TERN_OK)
-			rc = write_all(w, fd, src, wt->t.nbytes);
+			rc = emit(w, fd, src, wt->t.nbytes);
+		if (rc == TERN_OK)
+			rc = report(w);
 		pos = wt->offset + wt->t.nbytes;
 	}
 	if (rc == TERN_OK)
 		rc = write_zeros(w, fd, (size_t)(align_up(pos) - pos));
+	if (rc == TERN_OK && w->n == 0)
+		rc = report(w);
 	return rc;
 }
 
@@ -835,6 +887,11 @@ int tern_writer_finish(tern_writer *w)
 	if ((rc = build_header(w, &json)) != TERN_OK)
 		return rc;
 	size_t hlen = strlen(json);
+	if (__builtin_add_overflow(align_up(TERN_PREAMBLE + (uint64_t)hlen), align_up(pos),
+				   &w->total)) {
+		free(json);
+		return tern_error(w->ctx, TERN_E_OVERFLOW, "%s: file size overflows", w->path);
+	}
 	void *buf = NULL;
 	if (buf_size && !(buf = tern_alloc(buf_size))) {
 		free(json);

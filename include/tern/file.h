@@ -128,6 +128,7 @@ typedef enum tern_file_format {
 	TERN_FORMAT_TERN = 0,
 	TERN_FORMAT_GGUF = 1,
 	TERN_FORMAT_SAFETENSORS = 2,
+	TERN_FORMAT_HF = 3, /* a Hugging Face checkpoint directory */
 	TERN_FORMAT_COUNT
 } tern_file_format;
 
@@ -137,9 +138,12 @@ typedef struct tern_file tern_file;
  * "GGUF", or a safetensors u64 header length followed by '{'), map it
  * read-only and validate it completely: every tensor has a known dtype,
  * a consistent shape and size, and lies inside the file. A directory
- * (a Hugging Face checkpoint) is refused with TERN_E_UNSUPPORTED: convert
- * it first. On failure *out is NULL and ctx holds a message naming the
- * file, the tensor and what is wrong. Caller closes with tern_file_close. */
+ * holding config.json opens as a Hugging Face checkpoint
+ * (TERN_FORMAT_HF: the tensors of all its safetensors shards, metadata
+ * as docs/FORMAT.md "Hugging Face checkpoint directories" says); any other
+ * directory is TERN_E_UNSUPPORTED. On failure *out is NULL and ctx holds a
+ * message naming the file, the tensor and what is wrong. Caller closes
+ * with tern_file_close. */
 TERN_API int tern_file_open(tern_ctx *ctx, const char *path, tern_file **out);
 
 /* Same from memory: data (size bytes) is borrowed, not copied, and must
@@ -152,14 +156,14 @@ TERN_API int tern_file_open_memory(tern_ctx *ctx, const void *data, size_t size,
 TERN_API void tern_file_close(tern_file *f);
 
 TERN_API tern_file_format tern_file_format_of(const tern_file *f);
-/* "tern", "gguf" or "safetensors". Static storage. */
+/* "tern", "gguf", "safetensors" or "huggingface". Static storage. */
 TERN_API const char *tern_file_format_name(const tern_file *f);
 /* The format version stored in the file (.tern 1, GGUF 2 or 3; 0 for
- * safetensors, which has none). */
+ * safetensors and Hugging Face directories, which have none). */
 TERN_API uint32_t tern_file_version(const tern_file *f);
 /* The path given to tern_file_open ("<memory>" for open_memory). Owned by f. */
 TERN_API const char *tern_file_path(const tern_file *f);
-/* Bytes of the file (or memory buffer). */
+/* Bytes of the file (or memory buffer; for a directory, of its shards). */
 TERN_API size_t tern_file_size(const tern_file *f);
 
 /* The architecture the file names ("bitnet-b1.58", ...), or "" if it
@@ -171,6 +175,16 @@ TERN_API const char *tern_file_architecture(const tern_file *f);
 TERN_API size_t tern_file_n_tensors(const tern_file *f);
 TERN_API const tern_tensor *tern_file_tensor(const tern_file *f, size_t i);
 TERN_API const tern_tensor *tern_file_find(const tern_file *f, const char *name);
+
+/* How tensor i is stored in the file itself. Readers serve some foreign
+ * types converted (GGUF Q8_0 as F32, TQ1_0 as T3, TQ2_0 and I2_S as T2);
+ * this gives the stored form: *type the lower-case type name as the
+ * source calls it ("q8_0", "tq1_0", "tq2_0", "i2_s"; for tensors served
+ * as stored, the tern dtype name), *data its bytes in the file's mapping
+ * and *nbytes their count. Any out-pointer may be NULL. Pointers are
+ * owned by f. TERN_E_INVALID if i is out of range. */
+TERN_API int tern_file_tensor_source(const tern_file *f, size_t i, const char **type,
+				     const void **data, size_t *nbytes);
 
 /* The root metadata object (never NULL; owned by f). For .tern it is the
  * JSON header without the tensor table ("architecture", "hparams",
@@ -222,9 +236,19 @@ typedef int (*tern_writer_fill_fn)(void *user, const tern_tensor *desc, void *ds
 TERN_API int tern_writer_add_tensor_fn(tern_writer *w, const tern_tensor *desc,
 				       tern_writer_fill_fn fill, void *user);
 
+/* Progress of tern_writer_finish: fn(user, done, total) is called with
+ * the bytes written so far and the final file size, once before the
+ * first byte, then at least after every tensor (large tensors in chunks
+ * of at most 16 MiB). A nonzero return cancels: finish removes the
+ * temporary file and returns TERN_E_CANCELLED. fn NULL removes the hook;
+ * user is borrowed until finish returns. */
+typedef int (*tern_writer_progress_fn)(void *user, uint64_t done, uint64_t total);
+TERN_API int tern_writer_set_progress(tern_writer *w, tern_writer_progress_fn fn, void *user);
+
 /* Write everything to "<path>.tmp" and rename it onto path, so readers
- * never see a partial file. On failure the temporary file is removed.
- * The writer is spent afterwards either way (only tern_writer_free). */
+ * never see a partial file. On failure or cancellation the temporary file
+ * is removed and path is left as it was. The writer is spent afterwards
+ * either way (only tern_writer_free). */
 TERN_API int tern_writer_finish(tern_writer *w);
 
 #ifdef __cplusplus

@@ -82,19 +82,29 @@ typedef struct tern_class {
 	const char *label;   /* owned by the model; valid while it is loaded */
 } tern_class;
 
-/* What `tern convert` asks of a plugin's convert op. Fields a plugin
- * does not understand it may ignore; 0 means "the plugin's default". */
+/* What `tern convert` (tern_convert) asks of a conversion. Start from
+ * tern_convert_default_opts(); the host always passes every field set.
+ * A plugin may ignore fields it cannot honour, but should then say so
+ * with tern_log (TERN_LOG_WARN). Fields are only ever appended: check
+ * opts->struct_size before reading one newer than the header you built
+ * against. */
 typedef struct tern_convert_opts {
 	size_t struct_size;
 	/* Packing of ternary matrices: TERN_DTYPE_T2 (default) or T3. */
 	tern_dtype ternary_type;
-	/* Float tensors that stay float (embeddings, heads, norms): F32, F16 or
-	 * BF16; TERN_DTYPE_COUNT = keep the source's type. */
+	/* Float matrices that stay float (embeddings, heads): F32, F16 or
+	 * BF16; TERN_DTYPE_COUNT (default) = keep the source's type, with
+	 * formats tern has no dtype for (GGUF Q8_0) becoming F32. 1-D tensors
+	 * (norms, biases) keep their type. */
 	tern_dtype float_type;
-	/* Output head / embedding override: TERN_DTYPE_I8 quantizes it per
-	 * row; TERN_DTYPE_COUNT = float_type. */
+	/* Output head and token embedding: TERN_DTYPE_I8 quantizes them per
+	 * row (absmax, f32 row scales), a float dtype casts them;
+	 * TERN_DTYPE_COUNT (default) = as float_type. */
 	tern_dtype head_type;
 } tern_convert_opts;
+
+/* The defaults above, struct_size set. */
+TERN_API tern_convert_opts tern_convert_default_opts(void);
 
 typedef struct tern_plugin_ops {
 	size_t struct_size;
@@ -111,13 +121,19 @@ typedef struct tern_plugin_ops {
 	 * (sorted by probability), *n_out = how many were written. */
 	int (*classify)(const tern_host *host, void *model, const tern_image *img, int k,
 			tern_class *out, int *n_out);
-	/* Optional: import a foreign checkpoint for `tern convert`. src is the
-	 * input opened by the host (GGUF, safetensors, or a Hugging Face
-	 * directory), or NULL when the host's readers do not recognise
+	/* Optional (read only when ops->struct_size covers it): import a
+	 * foreign checkpoint for tern_convert / `tern convert`. src is the
+	 * input opened by the host (GGUF, safetensors, .tern, or a Hugging
+	 * Face directory), or NULL when the host's readers do not recognise
 	 * src_path (a plugin may read its own formats from the path). The op
-	 * sets the architecture, metadata and tensors of w (not finish: the
-	 * host does that). Return TERN_E_UNSUPPORTED, with no message needed,
-	 * when the input is not something this plugin converts. */
+	 * sets the architecture, metadata and tensors of w, a fresh writer of
+	 * its own for this attempt; it must not call tern_writer_finish or
+	 * tern_writer_free (the host does). Tensors added by reference or by
+	 * fill function may point into src, which stays open until finish.
+	 * Return TERN_E_UNSUPPORTED, with no message needed, when the input is
+	 * not something this plugin converts: the host then asks the next
+	 * plugin. Long work reports through host->progress (stage "convert")
+	 * and stops with TERN_E_CANCELLED when it says so. */
 	int (*convert)(const tern_host *host, const char *src_path, const tern_file *src,
 		       const tern_convert_opts *opts, tern_writer *w);
 } tern_plugin_ops;
@@ -182,6 +198,29 @@ TERN_API int tern_model_load(tern_ctx *ctx, const tern_registry *reg, const char
 TERN_API void tern_model_free(tern_model *m);
 TERN_API const tern_plugin_desc *tern_model_plugin(const tern_model *m);
 TERN_API const tern_file *tern_model_file(const tern_model *m);
+
+/* ---- conversion --------------------------------------------------------- */
+
+/* Progress of long host work (stage names "convert" and "write"); a
+ * nonzero return cancels with TERN_E_CANCELLED. */
+typedef int (*tern_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
+
+/* Convert src_path (a GGUF, safetensors or .tern file, a Hugging Face
+ * directory, or a file only a plugin understands) into the .tern file
+ * dst_path. The plugin whose architectures list the source's
+ * architecture is asked first; if there is none or it answers
+ * TERN_E_UNSUPPORTED, every other plugin with a convert op is asked in
+ * registry order; if none converts a GGUF source, the generic GGUF
+ * conversion applies (docs/FORMAT.md "Converted GGUF files"). Each
+ * attempt gets a fresh writer; the winner's is finished into
+ * "<dst_path>.tmp" and renamed, so on any failure or cancellation
+ * dst_path is untouched and no temporary file remains. reg may be NULL
+ * (generic conversion only); opts NULL means the defaults; progress may
+ * be NULL. *by (may be NULL) is set to the converting plugin's name, or
+ * "gguf" for the generic conversion; owned by reg (static for "gguf"). */
+TERN_API int tern_convert(tern_ctx *ctx, const tern_registry *reg, const char *src_path,
+			  const char *dst_path, const tern_convert_opts *opts,
+			  tern_progress_fn progress, void *progress_user, const char **by);
 
 /* Classify an image with a model whose plugin offers TERN_TASK_CLASSIFY. */
 TERN_API int tern_classify(tern_ctx *ctx, tern_model *m, const tern_image *img, int k,

@@ -24,22 +24,70 @@
 /* Context scratch slots: 0 is tern_matmul's own; these are ours. */
 #define SLOT_QACT 1
 #define SLOT_ATTN 2
+#define SLOT_RAW 3
 
 /* ---- loading ------------------------------------------------------------ */
 
+/* Where the hyper-parameters live: `hp` is the object that holds them
+ * under llama.cpp's key names with `prefix` ("<arch>." for GGUF keys, ""
+ * for "hparams"); `where` is hp's path from the file's root, for
+ * messages. */
 typedef struct loader {
 	tern_ctx *ctx;
 	const tern_file *file;
-	const tern_meta *meta;
+	const tern_meta *hp;
+	const char *where;
+	char prefix[96];
 	const char *arch;
 } loader;
+
+static int find_hparams(loader *L)
+{
+	const tern_meta *root = tern_file_meta(L->file);
+	const tern_meta *gguf = tern_meta_get(root, "gguf");
+	const tern_meta *hparams = tern_meta_get(root, "hparams");
+	const char *gguf_arch = L->arch;
+	if (tern_file_format_of(L->file) == TERN_FORMAT_GGUF) {
+		L->hp = root;
+		L->where = "";
+	} else if (tern_meta_type_of(gguf) == TERN_META_OBJECT) {
+		/* The generic GGUF conversion keeps every key verbatim, so the
+		 * prefix is the GGUF's own architecture. */
+		L->hp = gguf;
+		L->where = "gguf.";
+		gguf_arch = tern_meta_get_string(gguf, "general.architecture", L->arch);
+	} else if (tern_meta_type_of(hparams) == TERN_META_OBJECT) {
+		L->hp = hparams;
+		L->where = "hparams.";
+		L->prefix[0] = 0;
+		return TERN_OK;
+	} else {
+		return tern_error(L->ctx, TERN_E_FORMAT,
+				  "%s: the file has no hyper-parameters (no header object "
+				  "'hparams' or 'gguf')",
+				  L->arch);
+	}
+	if (strlen(gguf_arch) + 2 > sizeof L->prefix)
+		return tern_error(L->ctx, TERN_E_FORMAT, "%s: architecture name too long", L->arch);
+	snprintf(L->prefix, sizeof L->prefix, "%s.", gguf_arch);
+	return TERN_OK;
+}
+
+/* The value of hyper-parameter `key` (NULL if absent); *path receives
+ * its full name for messages. */
+static const tern_meta *hparam(const loader *L, const char *key, char *path, size_t len)
+{
+	char rel[256];
+	snprintf(rel, sizeof rel, "%s%s", L->prefix, key);
+	snprintf(path, len, "%s%s", L->where, rel);
+	return tern_meta_get(L->hp, rel);
+}
 
 static int meta_int(const loader *L, const char *key, bool required, int64_t def, int64_t lo,
 		    int64_t hi, int64_t *out)
 {
-	char path[256];
-	snprintf(path, sizeof path, "%s.%s", L->arch, key);
-	const tern_meta *v = tern_meta_get(L->meta, path);
+	char path[320];
+	const tern_meta *v = hparam(L, key, path, sizeof path);
 	if (!v) {
 		if (required)
 			return tern_error(L->ctx, TERN_E_FORMAT, "%s: metadata '%s' is missing",
@@ -61,9 +109,8 @@ static int meta_int(const loader *L, const char *key, bool required, int64_t def
 
 static int meta_float(const loader *L, const char *key, bool required, double def, float *out)
 {
-	char path[256];
-	snprintf(path, sizeof path, "%s.%s", L->arch, key);
-	const tern_meta *v = tern_meta_get(L->meta, path);
+	char path[320];
+	const tern_meta *v = hparam(L, key, path, sizeof path);
 	double x = def;
 	if (!v && required)
 		return tern_error(L->ctx, TERN_E_FORMAT, "%s: metadata '%s' is missing", L->arch,
@@ -81,12 +128,13 @@ static int meta_float(const loader *L, const char *key, bool required, double de
 
 static int read_activation(const loader *L, text_act *out)
 {
-	char path[256];
-	snprintf(path, sizeof path, "%s.feed_forward_activation", L->arch);
-	const tern_meta *v = tern_meta_get(L->meta, path);
-	/* llama.cpp's "bitnet" gates with SiLU; bitnet.cpp's 2B4T
-	 * architectures use BitNet b1.58 2B4T's squared ReLU. */
-	*out = strcmp(L->arch, "bitnet") == 0 ? TEXT_ACT_SILU : TEXT_ACT_RELU2;
+	char path[320];
+	const tern_meta *v = hparam(L, "feed_forward_activation", path, sizeof path);
+	/* llama.cpp's "bitnet" and bitllama2.c gate with SiLU; bitnet.cpp's
+	 * 2B4T architectures use BitNet b1.58 2B4T's squared ReLU. */
+	*out = strcmp(L->arch, "bitnet") == 0 || strcmp(L->arch, "bitllama2c") == 0
+		       ? TEXT_ACT_SILU
+		       : TEXT_ACT_RELU2;
 	if (!v)
 		return TERN_OK;
 	const char *s = tern_meta_as_string(v, NULL);
@@ -129,6 +177,9 @@ static int read_config(const loader *L, text_config *c)
 	if (c->rot_dim % 2)
 		return tern_error(L->ctx, TERN_E_FORMAT, "%s: rope.dimension_count %lld is odd",
 				  L->arch, (long long)c->rot_dim);
+	if (c->arch == TEXT_ARCH_BITLLAMA2C && (c->rot_dim != c->head_dim || c->act != TEXT_ACT_SILU))
+		return tern_error(L->ctx, TERN_E_FORMAT,
+				  "%s: bitllama2.c models turn whole heads and gate with SiLU", L->arch);
 	return TERN_OK;
 }
 
@@ -183,7 +234,9 @@ static bool is_float_dtype(tern_dtype d)
 	return d == TERN_DTYPE_F32 || d == TERN_DTYPE_F16 || d == TERN_DTYPE_BF16;
 }
 
-/* A weight matrix tern_matmul can run: float, or ternary/int8 with scales. */
+/* A weight matrix tern_matmul can run: float, or ternary/int8 with
+ * scales. bitllama2c's BitLinears need ternary codes with one scale per
+ * tensor, which its integer path (linear_l2c) applies itself. */
 static int find_matrix(const loader *L, const char *name, int64_t rows, int64_t cols,
 		       const tern_tensor **out)
 {
@@ -193,6 +246,13 @@ static int find_matrix(const loader *L, const char *name, int64_t rows, int64_t 
 		return rc;
 	bool quant = t->dtype == TERN_DTYPE_T2 || t->dtype == TERN_DTYPE_T3 ||
 		     t->dtype == TERN_DTYPE_I8;
+	if (strcmp(L->arch, "bitllama2c") == 0 && strncmp(name, "blk.", 4) == 0 &&
+	    !((t->dtype == TERN_DTYPE_T2 || t->dtype == TERN_DTYPE_T3) &&
+	      t->q.kind == TERN_SCALE_TENSOR))
+		return tern_error(L->ctx, TERN_E_FORMAT,
+				  "%s: tensor '%s' is %s, expected t2 or t3 with one scale per "
+				  "tensor",
+				  L->arch, name, tern_dtype_name(t->dtype));
 	if (!is_float_dtype(t->dtype) && !(quant && t->q.kind != TERN_SCALE_NONE))
 		return tern_error(L->ctx, TERN_E_FORMAT,
 				  "%s: tensor '%s' is %s, expected f32, f16, bf16, or t2, t3 or "
@@ -236,16 +296,18 @@ static int load_layer(const loader *L, const text_config *c, int64_t i, text_lay
 	for (int p = 0; part[p]; p++)
 		snprintf(n[p], sizeof n[p], "blk.%lld.%s.weight", (long long)i, part[p]);
 	int rc;
-	if ((rc = find_vector(L, n[0], E, &ly->attn_norm)) ||
+	/* bitllama2.c's norms have no weights: the vectors stay NULL. */
+	const bool norms = c->arch != TEXT_ARCH_BITLLAMA2C;
+	if ((norms && (rc = find_vector(L, n[0], E, &ly->attn_norm))) ||
 	    (rc = find_matrix(L, n[1], QW, E, &ly->wq)) ||
 	    (rc = find_matrix(L, n[2], KW, E, &ly->wk)) ||
 	    (rc = find_matrix(L, n[3], KW, E, &ly->wv)) ||
-	    (rc = find_vector(L, n[4], QW, &ly->attn_sub_norm)) ||
+	    (norms && (rc = find_vector(L, n[4], QW, &ly->attn_sub_norm))) ||
 	    (rc = find_matrix(L, n[5], E, QW, &ly->wo)) ||
-	    (rc = find_vector(L, n[6], E, &ly->ffn_norm)) ||
+	    (norms && (rc = find_vector(L, n[6], E, &ly->ffn_norm))) ||
 	    (rc = find_matrix(L, n[7], F, E, &ly->w_gate)) ||
 	    (rc = find_matrix(L, n[8], F, E, &ly->w_up)) ||
-	    (rc = find_vector(L, n[9], F, &ly->ffn_sub_norm)) ||
+	    (norms && (rc = find_vector(L, n[9], F, &ly->ffn_sub_norm))) ||
 	    (rc = find_matrix(L, n[10], E, F, &ly->w_down)))
 		return rc;
 	/* The scale of "blk.N.attn_q.weight" is "blk.N.attn_q.scale". */
@@ -275,9 +337,13 @@ static int load_weights(const loader *L, const text_config *c, text_weights *w)
 				  "[n_vocab][%lld]",
 				  L->arch, shape_str(emb, got, sizeof got), (long long)c->n_embd);
 	}
-	if (!is_float_dtype(emb->dtype))
+	/* An int8 embedding (tern convert --head-type i8) is dequantized row
+	 * by row like a float one. */
+	if (!is_float_dtype(emb->dtype) &&
+	    !(emb->dtype == TERN_DTYPE_I8 && emb->q.kind != TERN_SCALE_NONE))
 		return tern_error(L->ctx, TERN_E_FORMAT,
-				  "%s: tensor 'token_embd.weight' is %s, expected f32, f16 or bf16",
+				  "%s: tensor 'token_embd.weight' is %s, expected f32, f16, bf16 or "
+				  "i8 with scales",
 				  L->arch, tern_dtype_name(emb->dtype));
 	w->tok_embd = emb;
 	const int64_t V = emb->shape[0];
@@ -296,14 +362,22 @@ static int load_weights(const loader *L, const text_config *c, text_weights *w)
 int text_model_load(tern_ctx *ctx, const tern_file *file, text_model **out)
 {
 	*out = NULL;
-	loader L = { ctx, file, tern_file_meta(file), tern_file_architecture(file) };
-	if (strcmp(L.arch, "bitnet") && strcmp(L.arch, "bitnet-b1.58") && strcmp(L.arch, "bitnet-25"))
-		return tern_error(ctx, TERN_E_UNSUPPORTED,
-				  "text: architecture '%s' is not a BitNet decoder", L.arch);
+	loader L = { .ctx = ctx, .file = file, .arch = tern_file_architecture(file) };
 	text_config c;
 	memset(&c, 0, sizeof c);
-	int rc = read_config(&L, &c);
-	if (rc)
+	if (strcmp(L.arch, "bitllama2c") == 0) {
+		c.arch = TEXT_ARCH_BITLLAMA2C;
+		c.rope = TERN_ROPE_ADJACENT;
+	} else if (strcmp(L.arch, "bitnet") == 0 || strcmp(L.arch, "bitnet-b1.58") == 0 ||
+		   strcmp(L.arch, "bitnet-25") == 0) {
+		c.arch = TEXT_ARCH_BITNET;
+		c.rope = TERN_ROPE_NEOX;
+	} else {
+		return tern_error(ctx, TERN_E_UNSUPPORTED,
+				  "text: architecture '%s' is not a BitNet decoder", L.arch);
+	}
+	int rc = find_hparams(&L);
+	if (rc || (rc = read_config(&L, &c)))
 		return rc;
 	text_model *m = calloc(1, sizeof *m);
 	if (!m || !(m->w.layers = calloc((size_t)c.n_layers, sizeof *m->w.layers))) {
@@ -450,11 +524,221 @@ static int linear_group(tern_ctx *ctx, int count, const tern_tensor *const *W, c
 	return rc;
 }
 
-static int linear(tern_ctx *ctx, const tern_tensor *W, float scale, const float *x, int64_t n,
-		  int64_t k, float *y)
+/* ---- bitllama2.c's numerics ---------------------------------------------
+ * Its runner's float steps, kept one for one so greedy decoding follows
+ * the same path: each rounding below is one the runner performs. */
+
+/* y = x * (1 / sqrt(mean(x^2))) / n, the sum of squares accumulated in
+ * order, no eps. An all-zero x (the runner would make NaN) gives zeros. */
+static void bit_norm(const float *x, int64_t n, float *y)
+{
+	float ss = 0.0f;
+	for (int64_t i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	ss /= (float)n;
+	const float r = ss > 0.0f ? 1.0f / sqrtf(ss) / (float)n : 0.0f;
+	for (int64_t i = 0; i < n; i++)
+		y[i] = x[i] * r;
+}
+
+/* The final RMSNorm with weights: y = w * (x / sqrt(mean(x^2) + eps)). */
+static void final_norm_l2c(const float *x, const float *w, int64_t n, float eps, float *y)
+{
+	float ss = 0.0f;
+	for (int64_t i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	ss = 1.0f / sqrtf(ss / (float)n + eps);
+	for (int64_t i = 0; i < n; i++)
+		y[i] = w[i] * (ss * x[i]);
+}
+
+/* One token's int8 activations: d = max|x| / 127 and q = round(x * (1/d))
+ * with halves away from zero, 1/d rounded to float first (the runner's
+ * order; x / d would round differently near halves). Returns d. */
+static float quantize_l2c(const float *x, int64_t k, int8_t *q)
+{
+	float amax = 0.0f;
+	for (int64_t i = 0; i < k; i++)
+		amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+	if (!(amax > 0.0f) || !isfinite(amax)) {
+		memset(q, 0, (size_t)k);
+		return 0.0f;
+	}
+	const float d = (float)((double)amax / 127.0);
+	const float inv = (float)(1.0 / (double)d);
+	for (int64_t i = 0; i < k; i++) {
+		const float v = roundf(x[i] * inv);
+		q[i] = (int8_t)(v > 127.0f ? 127.0f : v < -128.0f ? -128.0f : v);
+	}
+	return d;
+}
+
+/* bitllama2.c's BitLinear for up to three weights reading x [n][k]:
+ * y = int32_sum(w * q) * (weight_scale * d), the two scales multiplied
+ * first as the runner does. The integer sums come from the ternary
+ * kernels (raw accumulators), so only the float steps are ours. */
+static int linear_l2c(tern_ctx *ctx, int count, const tern_tensor *const *W, const float *x,
+		      int64_t n, int64_t k, float *const *y, const int64_t *ldy)
+{
+	tern_qact a;
+	int rc = TERN_OK;
+	for (int i = 0; i < count && rc == TERN_OK; i++) {
+		if (i == 0 || W[i]->dtype != W[i - 1]->dtype) {
+			/* Buffers of the right padding for this dtype; the values
+			 * are then replaced by the runner's quantization. */
+			rc = tern_qact_quantize(ctx, SLOT_QACT, W[i]->dtype, x, n, k, k, TERN_ACTQ_DIV,
+						TERN_ROUND_AWAY, &a);
+			if (rc)
+				break;
+			const int64_t nc = a.kpad / 32;
+			for (int64_t t = 0; t < n; t++) {
+				int8_t *q = a.q + t * a.kpad;
+				a.scale[t] = quantize_l2c(x + t * k, k, q);
+				int32_t sum = 0;
+				for (int64_t c = 0; c < nc; c++) {
+					int32_t cs = 0;
+					for (int64_t j = 0; j < 32; j++)
+						cs += q[c * 32 + j];
+					if (a.csum)
+						a.csum[t * nc + c] = cs;
+					sum += cs;
+				}
+				a.sum[t] = sum;
+			}
+		}
+		const int64_t rows = tern_tensor_rows(W[i]);
+		size_t cnt, bytes;
+		if (tern_size_mul((size_t)rows, (size_t)n, &cnt) ||
+		    tern_size_mul(cnt, sizeof(int32_t), &bytes))
+			return tern_error(ctx, TERN_E_OVERFLOW, "text: accumulator size overflows");
+		int32_t *raw = tern_ctx_scratch(ctx, SLOT_RAW, bytes);
+		if (!raw)
+			return TERN_E_NOMEM;
+		if ((rc = tern_matmul_raw_i32(ctx, W[i], &a, raw)))
+			break;
+		/* Codes are stored as w + 1: subtracting the activation sum
+		 * leaves sum(w * q). */
+		const float ws = tern_tensor_scale_at(W[i], 0, 0);
+		for (int64_t t = 0; t < n; t++) {
+			const float sc = ws * a.scale[t];
+			float *yt = y[i] + t * ldy[i];
+			for (int64_t r = 0; r < rows; r++)
+				yt[r] = (float)(raw[r * n + t] - a.sum[t]) * sc;
+		}
+	}
+	return rc;
+}
+
+/* Adjacent pairs (x[i], x[i+1]) of each head turn by
+ * pos / base^(i / head_dim), each frequency from its own powf. */
+static void rope_l2c(float *x, int64_t n_heads, int64_t hd, int64_t pos, float base)
+{
+	for (int64_t i = 0; i < hd; i += 2) {
+		const float freq = 1.0f / powf(base, (float)i / (float)hd);
+		const float ang = (float)pos * freq;
+		const float cs = cosf(ang), sn = sinf(ang);
+		for (int64_t h = 0; h < n_heads; h++) {
+			float *p = x + h * hd + i;
+			const float v0 = p[0], v1 = p[1];
+			p[0] = v0 * cs - v1 * sn;
+			p[1] = v0 * sn + v1 * cs;
+		}
+	}
+}
+
+/* Causal attention of n tokens at pos0.. over the cache, one head at a
+ * time: float dot products in order, divided by sqrt(head size), a float
+ * softmax, values accumulated position by position. scratch [pos0 + n]. */
+static void attn_l2c(const text_config *c, const float *q, const float *kc, const float *vc,
+		     float *out, int64_t n, int64_t pos0, float *scratch)
+{
+	const int64_t hd = c->head_dim, QW = c->n_heads * hd, KW = c->n_kv_heads * hd;
+	const int64_t group = c->n_heads / c->n_kv_heads;
+	const float div = sqrtf((float)hd);
+	for (int64_t t = 0; t < n; t++) {
+		const int64_t nk = pos0 + t + 1;
+		for (int64_t h = 0; h < c->n_heads; h++) {
+			const float *qh = q + t * QW + h * hd;
+			const int64_t koff = (h / group) * hd;
+			float mx = -INFINITY, sum = 0.0f;
+			for (int64_t j = 0; j < nk; j++) {
+				const float *kh = kc + j * KW + koff;
+				float sc = 0.0f;
+				for (int64_t i = 0; i < hd; i++)
+					sc += qh[i] * kh[i];
+				scratch[j] = sc / div;
+				mx = scratch[j] > mx ? scratch[j] : mx;
+			}
+			for (int64_t j = 0; j < nk; j++) {
+				scratch[j] = expf(scratch[j] - mx);
+				sum += scratch[j];
+			}
+			for (int64_t j = 0; j < nk; j++)
+				scratch[j] /= sum;
+			float *oh = out + t * QW + h * hd;
+			memset(oh, 0, (size_t)hd * sizeof(float));
+			for (int64_t j = 0; j < nk; j++) {
+				const float *vh = vc + j * KW + koff;
+				for (int64_t i = 0; i < hd; i++)
+					oh[i] += scratch[j] * vh[i];
+			}
+		}
+	}
+}
+
+/* The output head as the runner computes it: each logit a float dot
+ * product summed in order. x [n][E], logits [n][V]. */
+static void head_l2c(const text_model *m, const float *x, int64_t n, float *logits)
+{
+	const int64_t E = m->cfg.n_embd, V = m->cfg.n_vocab;
+	const float *w = m->w.output->data;
+	for (int64_t t = 0; t < n; t++)
+		for (int64_t v = 0; v < V; v++) {
+			float acc = 0.0f;
+			for (int64_t i = 0; i < E; i++)
+				acc += w[v * E + i] * x[t * E + i];
+			logits[t * V + v] = acc;
+		}
+}
+
+/* ---- per-architecture steps -------------------------------------------- */
+
+static int linear_any(tern_ctx *ctx, const text_config *c, int count, const tern_tensor *const *W,
+		      const float *scale, const float *x, int64_t n, int64_t k, float *const *y,
+		      const int64_t *ldy)
+{
+	if (c->arch == TEXT_ARCH_BITLLAMA2C)
+		return linear_l2c(ctx, count, W, x, n, k, y, ldy);
+	return linear_group(ctx, count, W, scale, x, n, k, y, ldy);
+}
+
+static int linear(tern_ctx *ctx, const text_config *c, const tern_tensor *W, float scale,
+		  const float *x, int64_t n, int64_t k, float *y)
 {
 	const int64_t ld = tern_tensor_rows(W);
-	return linear_group(ctx, 1, &W, &scale, x, n, k, &y, &ld);
+	return linear_any(ctx, c, 1, &W, &scale, x, n, k, &y, &ld);
+}
+
+/* The norm before a BitLinear group: weighted RMSNorm, or bitllama2.c's
+ * parameter-free one (w is NULL there). x, y [n][width]; y may be x. */
+static void norm_rows(const text_config *c, const float *w, const float *x, int64_t n,
+		      int64_t width, float *y)
+{
+	for (int64_t t = 0; t < n; t++) {
+		if (c->arch == TEXT_ARCH_BITLLAMA2C)
+			bit_norm(x + t * width, width, y + t * width);
+		else
+			tern_rmsnorm(x + t * width, w, width, c->norm_eps, y + t * width);
+	}
+}
+
+static int rope_rows(const text_config *c, float *x, int64_t n_heads, int64_t pos)
+{
+	if (c->arch == TEXT_ARCH_BITLLAMA2C) {
+		rope_l2c(x, n_heads, c->head_dim, pos, c->rope_base);
+		return TERN_OK;
+	}
+	return tern_rope(x, n_heads, c->head_dim, c->rot_dim, pos, c->rope_base, c->rope);
 }
 
 /* Causal attention of a chunk, split into (token, kv head) items so both
@@ -526,22 +810,19 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * (size_t)KW;
 		float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * (size_t)KW;
 
-		for (int64_t t = 0; t < n; t++)
-			tern_rmsnorm(s->x + t * E, ly->attn_norm, E, c->norm_eps, s->xb + t * E);
+		norm_rows(c, ly->attn_norm, s->x, n, E, s->xb);
 		trace(s, "attn_norm", l, s->xb, n, E);
 
 		const tern_tensor *qkv[3] = { ly->wq, ly->wk, ly->wv };
 		const float qkv_scale[3] = { ly->scale_q, ly->scale_k, ly->scale_v };
 		float *const qkv_out[3] = { s->q, kc + pos0 * KW, vc + pos0 * KW };
 		const int64_t qkv_ld[3] = { QW, KW, KW };
-		if ((rc = linear_group(ctx, 3, qkv, qkv_scale, s->xb, n, E, qkv_out, qkv_ld)))
+		if ((rc = linear_any(ctx, c, 3, qkv, qkv_scale, s->xb, n, E, qkv_out, qkv_ld)))
 			break;
 		for (int64_t t = 0; t < n && rc == TERN_OK; t++) {
-			rc = tern_rope(s->q + t * QW, c->n_heads, hd, c->rot_dim, pos0 + t,
-				       c->rope_base, TERN_ROPE_NEOX);
+			rc = rope_rows(c, s->q + t * QW, c->n_heads, pos0 + t);
 			if (rc == TERN_OK)
-				rc = tern_rope(kc + (pos0 + t) * KW, c->n_kv_heads, hd, c->rot_dim,
-					       pos0 + t, c->rope_base, TERN_ROPE_NEOX);
+				rc = rope_rows(c, kc + (pos0 + t) * KW, c->n_kv_heads, pos0 + t);
 		}
 		if (rc)
 			break;
@@ -549,43 +830,51 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		trace(s, "Kcur", l, kc + pos0 * KW, n, KW);
 		trace(s, "Vcur", l, vc + pos0 * KW, n, KW);
 
-		attn_job aj = { .c = c, .q = s->q, .k = kc, .v = vc, .out = s->att, .n = n,
-				.pos0 = pos0, .n_ctx = s->n_ctx, .scratch = scratch };
-		atomic_init(&aj.rc, TERN_OK);
-		if (nth > 1 && n * c->n_kv_heads > 1)
-			tern_pool_run(tern_ctx_pool(ctx), attn_fn, &aj);
-		else
-			attn_fn(&aj, 0, 1);
-		if ((rc = atomic_load(&aj.rc)))
-			break;
+		if (c->arch == TEXT_ARCH_BITLLAMA2C) {
+			attn_l2c(c, s->q, kc, vc, s->att, n, pos0, scratch);
+		} else {
+			attn_job aj = { .c = c, .q = s->q, .k = kc, .v = vc, .out = s->att,
+					.n = n, .pos0 = pos0, .n_ctx = s->n_ctx,
+					.scratch = scratch };
+			atomic_init(&aj.rc, TERN_OK);
+			if (nth > 1 && n * c->n_kv_heads > 1)
+				tern_pool_run(tern_ctx_pool(ctx), attn_fn, &aj);
+			else
+				attn_fn(&aj, 0, 1);
+			if ((rc = atomic_load(&aj.rc)))
+				break;
+		}
 		trace(s, "kqv_out", l, s->att, n, QW);
 
-		for (int64_t t = 0; t < n; t++)
-			tern_rmsnorm(s->att + t * QW, ly->attn_sub_norm, QW, c->norm_eps,
-				     s->att + t * QW);
+		norm_rows(c, ly->attn_sub_norm, s->att, n, QW, s->att);
 		trace(s, "attn_sub_norm", l, s->att, n, QW);
-		if ((rc = linear(ctx, ly->wo, ly->scale_o, s->att, n, QW, s->xb)))
+		if ((rc = linear(ctx, c, ly->wo, ly->scale_o, s->att, n, QW, s->xb)))
 			break;
 		trace(s, "attn_o_out", l, s->xb, n, E);
 		tern_vec_add(s->x, s->xb, n * E);
 		trace(s, "ffn_inp", l, s->x, n, E);
 
-		for (int64_t t = 0; t < n; t++)
-			tern_rmsnorm(s->x + t * E, ly->ffn_norm, E, c->norm_eps, s->xb + t * E);
+		norm_rows(c, ly->ffn_norm, s->x, n, E, s->xb);
 		trace(s, "ffn_norm", l, s->xb, n, E);
 		const tern_tensor *gu[2] = { ly->w_gate, ly->w_up };
 		const float gu_scale[2] = { ly->scale_gate, ly->scale_up };
 		float *const gu_out[2] = { s->hb, s->hb2 };
 		const int64_t gu_ld[2] = { F, F };
-		if ((rc = linear_group(ctx, 2, gu, gu_scale, s->xb, n, E, gu_out, gu_ld)))
+		if ((rc = linear_any(ctx, c, 2, gu, gu_scale, s->xb, n, E, gu_out, gu_ld)))
 			break;
-		activate(c->act, s->hb, n * F);
-		tern_vec_mul(s->hb, s->hb2, n * F);
+		if (c->arch == TEXT_ARCH_BITLLAMA2C) {
+			for (int64_t i = 0; i < n * F; i++) {
+				const float g = s->hb[i];
+				s->hb[i] = g * (1.0f / (1.0f + expf(-g))) * s->hb2[i];
+			}
+		} else {
+			activate(c->act, s->hb, n * F);
+			tern_vec_mul(s->hb, s->hb2, n * F);
+		}
 		trace(s, "ffn_sub_out", l, s->hb, n, F);
-		for (int64_t t = 0; t < n; t++)
-			tern_rmsnorm(s->hb + t * F, ly->ffn_sub_norm, F, c->norm_eps, s->hb + t * F);
+		norm_rows(c, ly->ffn_sub_norm, s->hb, n, F, s->hb);
 		trace(s, "ffn_sub_norm", l, s->hb, n, F);
-		if ((rc = linear(ctx, ly->w_down, ly->scale_down, s->hb, n, F, s->xb)))
+		if ((rc = linear(ctx, c, ly->w_down, ly->scale_down, s->hb, n, F, s->xb)))
 			break;
 		trace(s, "ffn_down", l, s->xb, n, E);
 		tern_vec_add(s->x, s->xb, n * E);
@@ -625,11 +914,20 @@ int text_forward(tern_ctx *ctx, const text_model *m, text_state *s, const int32_
 		const int64_t first = all_logits ? 0 : (t0 + nc == n ? nc - 1 : nc);
 		if (first == nc)
 			continue;
-		for (int64_t t = first; t < nc; t++)
-			tern_rmsnorm(s->x + t * E, m->w.output_norm, E, c->norm_eps, s->xb + t * E);
+		for (int64_t t = first; t < nc; t++) {
+			if (c->arch == TEXT_ARCH_BITLLAMA2C)
+				final_norm_l2c(s->x + t * E, m->w.output_norm, E, c->norm_eps,
+					       s->xb + t * E);
+			else
+				tern_rmsnorm(s->x + t * E, m->w.output_norm, E, c->norm_eps,
+					     s->xb + t * E);
+		}
 		trace(s, "result_norm", -1, s->xb + first * E, nc - first, E);
 		float *dst = all_logits ? logits + t0 * V : logits;
-		if ((rc = tern_matmul(ctx, m->w.output, s->xb + first * E, nc - first, E, dst, V)))
+		if (c->arch == TEXT_ARCH_BITLLAMA2C && m->w.output->dtype == TERN_DTYPE_F32)
+			head_l2c(m, s->xb + first * E, nc - first, dst);
+		else if ((rc = tern_matmul(ctx, m->w.output, s->xb + first * E, nc - first, E, dst,
+					   V)))
 			return rc;
 	}
 	return TERN_OK;

@@ -4,12 +4,17 @@
  * computes with) and the functions that load and run it. Private to the
  * plugin; tests/test_text.c compiles model.c directly and calls these.
  *
- * The architecture is llama.cpp's "bitnet": pre-norm blocks with RMSNorm,
- * GQA attention with NeoX RoPE, an RMS sub-norm on the attention output
- * before attn_output and on the gated FFN product before ffn_down, and
- * the token embedding reused as the output head unless output.weight
- * exists. The gate activation is SiLU (llama.cpp's bitnet) or squared
- * ReLU (BitNet b1.58 2B4T), chosen by the metadata (text_model_load).
+ * Two architectures share the block structure. llama.cpp's "bitnet":
+ * pre-norm blocks with RMSNorm, GQA attention with NeoX RoPE, an RMS
+ * sub-norm on the attention output before attn_output and on the gated
+ * FFN product before ffn_down, and the token embedding reused as the
+ * output head unless output.weight exists. The gate activation is SiLU
+ * (llama.cpp's bitnet) or squared ReLU (BitNet b1.58 2B4T), chosen by the
+ * metadata (text_model_load). bitllama2.c's "bitllama2c": the same four
+ * BitLinear groups, but each input is normalized without weights or eps
+ * as x / rms(x) / n, activations are quantized exactly as its runner does
+ * (d = max|x| / 127, q = round-half-away(x * (1/d))), RoPE turns adjacent
+ * pairs, the FFN is SwiGLU and only the final norm has weights.
  *
  * Linear layers run through tern_matmul, so the weight dtype picks the
  * numeric path: float weights (F32/F16/BF16) take float activations;
@@ -26,6 +31,7 @@
 #include <stdint.h>
 
 #include "tern/file.h"
+#include "tern/ops.h"
 #include "tern/tensor.h"
 #include "tern/tern.h"
 
@@ -33,6 +39,11 @@ typedef enum text_act {
 	TEXT_ACT_SILU = 0,  /* x * sigmoid(x) */
 	TEXT_ACT_RELU2 = 1, /* max(x, 0)^2 */
 } text_act;
+
+typedef enum text_arch {
+	TEXT_ARCH_BITNET = 0,     /* "bitnet", "bitnet-b1.58", "bitnet-25" */
+	TEXT_ARCH_BITLLAMA2C = 1, /* "bitllama2c": bitllama2.c's ak42 models */
+} text_arch;
 
 /* Hyper-parameters. */
 typedef struct text_config {
@@ -46,14 +57,17 @@ typedef struct text_config {
 	int64_t n_ff;
 	int64_t n_ctx;      /* the longest context the model was trained for */
 	float rope_base;
-	float norm_eps;
+	float norm_eps;     /* of the weighted RMSNorms */
 	text_act act;
+	text_arch arch;
+	tern_rope_mode rope; /* NeoX (bitnet) or adjacent pairs (bitllama2c) */
 } text_config;
 
 /* One decoder block. Matrices are [out][in] (tern row-major), borrowed
  * from the file. A *_scale is the optional per-tensor output multiplier
  * some converters store beside a weight ("blk.N.attn_q.scale"); 1 when
- * absent. */
+ * absent. bitllama2c has no norm weights: the four norm pointers are
+ * NULL. */
 typedef struct text_layer {
 	const float *attn_norm;        /* [n_embd] */
 	const tern_tensor *wq;         /* [n_heads * head_dim][n_embd] */
@@ -113,11 +127,15 @@ typedef struct text_state {
 } text_state;
 
 /* Build a model from an opened file whose architecture is "bitnet",
- * "bitnet-b1.58" or "bitnet-25", reading "<arch>.*" hyper-parameters and
- * llama.cpp's tensor names, and checking every tensor's presence, dtype
- * and shape (TERN_E_FORMAT naming the key or tensor). The FFN activation
- * is the string "<arch>.feed_forward_activation" ("silu" or "relu2")
- * when present, else SiLU for "bitnet" and squared ReLU for the 2B4T
+ * "bitnet-b1.58", "bitnet-25" or "bitllama2c", with llama.cpp's tensor
+ * names, checking every tensor's presence, dtype and shape (TERN_E_FORMAT
+ * naming the key or tensor). Hyper-parameters use llama.cpp's key names
+ * and are read from the GGUF keys "<arch>.<key>" (a GGUF file), from the
+ * same keys under the header object "gguf" (a .tern made by the generic
+ * GGUF conversion), or as "<key>" under "hparams" (the text plugin's own
+ * .tern files); docs/FORMAT.md lists them. The FFN activation is the
+ * string key "feed_forward_activation" ("silu" or "relu2") when present,
+ * else SiLU for "bitnet" and "bitllama2c" and squared ReLU for the 2B4T
  * architectures. *out borrows the file, which must outlive it; free with
  * text_model_free. */
 int text_model_load(tern_ctx *ctx, const tern_file *file, text_model **out);

@@ -817,3 +817,57 @@ int text_tok_from_meta(tern_ctx *ctx, const tern_meta *meta, text_tokenizer **ou
 			  "tokenizer: tokenizer.ggml.model '%s' is not supported (llama, gpt2)",
 			  model);
 }
+
+/* ---- tokenizers inside model files ------------------------------------- */
+
+/* A tokenizer file embedded as the bytes of an i8 tensor (the text
+ * plugin's converters write these). */
+static int from_tensor(tern_ctx *ctx, const tern_file *file, const tern_meta *desc,
+		       text_tokenizer **out)
+{
+	const char *path = tern_file_path(file);
+	const char *format = tern_meta_get_string(desc, "format", "");
+	const char *name = tern_meta_get_string(desc, "tensor", "");
+	int64_t size = tern_meta_get_int(desc, "size", -1);
+	const tern_tensor *t = tern_file_find(file, name);
+	if (!t)
+		return tern_error(ctx, TERN_E_FORMAT, "%s: tokenizer tensor '%s' is missing", path,
+				  name);
+	if (t->dtype != TERN_DTYPE_I8 || t->q.kind != TERN_SCALE_NONE || t->n_dims != 1 ||
+	    size < 0 || size > t->shape[0] || (uint64_t)size > t->nbytes)
+		return tern_error(ctx, TERN_E_FORMAT,
+				  "%s: tokenizer tensor '%s' must be a plain i8 vector of at least "
+				  "'size' (%lld) bytes",
+				  path, name, (long long)size);
+	char what[512];
+	snprintf(what, sizeof what, "%s: tokenizer '%s'", path, name);
+	if (strcmp(format, "llama2c") == 0)
+		return text_tok_load_l2c_memory(ctx, what, t->data, (size_t)size, out);
+	if (strcmp(format, "spm") == 0)
+		return text_tok_load_spm_model_memory(ctx, what, t->data, (size_t)size, out);
+	if (strcmp(format, "hf-json") == 0)
+		return text_tok_load_hf_json_memory(ctx, what, t->data, (size_t)size, out);
+	return tern_error(ctx, TERN_E_UNSUPPORTED,
+			  "%s: tokenizer format '%s' is not one of llama2c, spm, hf-json", path,
+			  format);
+}
+
+int text_tok_from_file(tern_ctx *ctx, const tern_file *file, text_tokenizer **out)
+{
+	*out = NULL;
+	const tern_meta *root = tern_file_meta(file);
+	if (tern_file_format_of(file) == TERN_FORMAT_GGUF)
+		return text_tok_from_meta(ctx, root, out);
+	const tern_meta *tok = tern_meta_get(root, "tokenizer");
+	if (tern_meta_type_of(tok) == TERN_META_OBJECT) {
+		if (tern_meta_get(tok, "tensor"))
+			return from_tensor(ctx, file, tok, out);
+		return text_tok_from_meta(ctx, tok, out);
+	}
+	const tern_meta *gguf = tern_meta_get(root, "gguf");
+	if (tern_meta_type_of(gguf) == TERN_META_OBJECT &&
+	    tern_meta_get(gguf, "tokenizer.ggml.model"))
+		return text_tok_from_meta(ctx, gguf, out);
+	return tern_error(ctx, TERN_E_NOT_FOUND, "%s: the model file holds no tokenizer",
+			  tern_file_path(file));
+}

@@ -87,6 +87,8 @@ int text_tok_load_llama3(tern_ctx *ctx, const char *path, text_tokenizer **out);
  * "BPE" with vocab and merges, added_tokens as CONTROL tokens). Other
  * model types give TERN_E_UNSUPPORTED. */
 int text_tok_load_hf_json(tern_ctx *ctx, const char *path, text_tokenizer **out);
+int text_tok_load_hf_json_memory(tern_ctx *ctx, const char *name, const char *data, size_t size,
+				 text_tokenizer **out);
 
 /* From GGUF-style metadata (the root of tern_file_meta, or any object
  * holding the same keys): tokenizer.ggml.model "llama" (tokens, scores,
@@ -108,6 +110,16 @@ int text_tok_load_spm_model_memory(tern_ctx *ctx, const char *name, const void *
 int text_tok_load_l2c(tern_ctx *ctx, const char *path, text_tokenizer **out);
 int text_tok_load_l2c_memory(tern_ctx *ctx, const char *name, const void *data, size_t size,
 			     text_tokenizer **out);
+
+/* The tokenizer of a model file (borrowed, only read): for GGUF its
+ * tokenizer.ggml.* keys; for a .tern, the header's "tokenizer" object,
+ * either {"format", "tensor", "size"} naming an i8 tensor that holds a
+ * tokenizer file's bytes (format "llama2c" = tokenizer.bin, "spm" =
+ * SentencePiece tokenizer.model, "hf-json" = tokenizer.json), or GGUF-style
+ * tokenizer.ggml.* keys; else the keys under "gguf" (a converted GGUF).
+ * TERN_E_NOT_FOUND when the file holds no tokenizer; the loaders' errors
+ * otherwise. docs/FORMAT.md, "Text models", has the layout. */
+int text_tok_from_file(tern_ctx *ctx, const tern_file *file, text_tokenizer **out);
 
 /* Free a tokenizer. Accepts NULL. */
 void text_tok_free(text_tokenizer *tok);

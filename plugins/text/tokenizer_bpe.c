@@ -761,6 +761,19 @@ static int hf_build(tern_ctx *ctx, const char *path, const tern_meta *root, text
 	return TERN_OK;
 }
 
+int text_tok_load_hf_json_memory(tern_ctx *ctx, const char *name, const char *data, size_t size,
+				 text_tokenizer **out)
+{
+	*out = NULL;
+	tern_meta *root = NULL;
+	int rc = tern_meta_from_json(ctx, data, size, &root);
+	if (rc)
+		return rc;
+	rc = hf_build(ctx, name ? name : "<memory>", root, out);
+	tern_meta_free(root);
+	return rc;
+}
+
 int text_tok_load_hf_json(tern_ctx *ctx, const char *path, text_tokenizer **out)
 {
 	char *data;
@@ -769,12 +782,7 @@ int text_tok_load_hf_json(tern_ctx *ctx, const char *path, text_tokenizer **out)
 	int rc = tok_read_file(ctx, path, &data, &size);
 	if (rc)
 		return rc;
-	tern_meta *root = NULL;
-	rc = tern_meta_from_json(ctx, data, size, &root);
+	rc = text_tok_load_hf_json_memory(ctx, path, data, size, out);
 	free(data);
-	if (rc)
-		return rc;
-	rc = hf_build(ctx, path, root, out);
-	tern_meta_free(root);
 	return rc;
 }
