@@ -246,6 +246,7 @@ const char cmd_generate_help[] =
 	"  -f, --file FILE        read the prompt from FILE\n"
 	"      --prompt-ids IDS   exact token ids, comma separated (nothing added)\n"
 	"      --no-bos           do not add BOS to a text prompt\n"
+	"      --no-echo          do not print a text prompt before its continuation\n"
 	"  -n, --n-predict N      tokens to generate (default 128; -1: until the end\n"
 	"                         of text or a full context)\n"
 	"  -c, --ctx N            context size in positions (default: the model's)\n"
@@ -348,7 +349,7 @@ int cmd_generate(int argc, char **argv)
 	size_t n_stops = 0, n_ids = 0, flen;
 	int32_t *ids = NULL;
 	char *fbuf = NULL;
-	bool no_bos = false;
+	bool no_bos = false, echo = true;
 	dump d = { NULL, CLI_OK };
 	lm_opts o;
 	lm_run r;
@@ -390,6 +391,8 @@ int cmd_generate(int argc, char **argv)
 			stops[n_stops++] = v;
 		} else if (strcmp(argv[i], "--no-bos") == 0) {
 			no_bos = true;
+		} else if (strcmp(argv[i], "--no-echo") == 0) {
+			echo = false;
 		} else {
 			return cli_usage(cmd, "unknown option '%s'", argv[i]);
 		}
@@ -436,9 +439,17 @@ int cmd_generate(int argc, char **argv)
 		gp.prompt_logits = on_logits;
 		gp.prompt_logits_user = &d;
 	}
+	/* A text prompt is printed first, so the story reads whole. */
+	if (echo && prompt && prompt[0]) {
+		fputs(prompt, stdout);
+		fflush(stdout);
+		g.any = true;
+		g.last_nl = prompt[strlen(prompt) - 1] == '\n';
+	}
 	rc = tern_generate(r.ctx, r.model, &gp, on_token, &g);
 	if (g.any && !g.last_nl)
 		fputc('\n', stdout);
+	fflush(stdout);
 	if (rc) {
 		status = d.status != CLI_OK ? d.status : lib_error(cmd, r.ctx, rc, NULL);
 	} else {
