@@ -327,7 +327,7 @@ Test(convert, writer_progress_counts_every_byte_of_the_file)
 	cr_assert_eq(tern_writer_set_architecture(w, "x"), TERN_OK);
 	static float v[3000];
 	for (int i = 0; i < 3; i++) {
-		char name[8];
+		char name[16];
 		snprintf(name, sizeof name, "t%d", i);
 		tern_tensor t = { name, TERN_DTYPE_F32, 1, { 1000 - 300 * i }, { 0 }, v,
 				  (size_t)(1000 - 300 * i) * 4 };
