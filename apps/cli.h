@@ -65,6 +65,10 @@ extern const char cmd_eval_help[];
 /* "tern: <message>\n" on stderr. */
 void cli_error(const char *fmt, ...) TERN_PRINTF(1, 2);
 
+/* A library context with n_threads threads (0: one per core). On failure
+ * reports it on stderr and returns CLI_FAIL, else CLI_OK. */
+int cli_ctx_new(int n_threads, tern_ctx **ctx);
+
 /* Reports a command-line mistake on stderr, adds "Try 'tern help CMD'."
  * and returns CLI_USAGE, so parsers write `return cli_usage("bench", ...)`. */
 int cli_usage(const char *cmd, const char *fmt, ...) TERN_PRINTF(2, 3);

@@ -143,15 +143,11 @@ int cmd_convert(int argc, char **argv)
 	if (!in || !out)
 		return cli_usage("convert", "need an input and an output file");
 
-	tern_ctx_params p = tern_ctx_default_params();
 	tern_ctx *ctx;
-	int rc = tern_ctx_new(&p, &ctx);
-	if (rc) {
-		cli_error("cannot create a context: %s", tern_status_str(rc));
+	if (cli_ctx_new(0, &ctx) != CLI_OK)
 		return CLI_FAIL;
-	}
 	tern_registry *reg;
-	rc = tern_registry_new(ctx, plugin_path, &reg);
+	int rc = tern_registry_new(ctx, plugin_path, &reg);
 	if (rc) {
 		cli_error("%s", tern_ctx_errmsg(ctx));
 		tern_ctx_free(ctx);

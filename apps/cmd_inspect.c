@@ -570,16 +570,11 @@ int cmd_inspect(int argc, char **argv)
 	}
 	if (!path)
 		return cli_usage("inspect", "missing FILE");
-	tern_ctx_params p = tern_ctx_default_params();
-	p.n_threads = 1;
 	tern_ctx *ctx;
-	int rc = tern_ctx_new(&p, &ctx);
-	if (rc) {
-		cli_error("cannot create a context: %s", tern_status_str(rc));
+	if (cli_ctx_new(1, &ctx) != CLI_OK)
 		return CLI_FAIL;
-	}
 	tern_file *f;
-	rc = tern_file_open(ctx, path, &f);
+	int rc = tern_file_open(ctx, path, &f);
 	if (rc) {
 		cli_error("%s", tern_ctx_errmsg(ctx));
 		tern_ctx_free(ctx);

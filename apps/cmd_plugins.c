@@ -53,16 +53,11 @@ int cmd_plugins(int argc, char **argv)
 		if (r == 0)
 			return cli_usage("plugins", "unknown argument '%s'", argv[i]);
 	}
-	tern_ctx_params p = tern_ctx_default_params();
-	p.n_threads = 1;
 	tern_ctx *ctx;
-	int rc = tern_ctx_new(&p, &ctx);
-	if (rc) {
-		cli_error("cannot create a context: %s", tern_status_str(rc));
+	if (cli_ctx_new(1, &ctx) != CLI_OK)
 		return CLI_FAIL;
-	}
 	tern_registry *reg;
-	rc = tern_registry_new(ctx, path, &reg);
+	int rc = tern_registry_new(ctx, path, &reg);
 	if (rc) {
 		cli_error("%s", tern_ctx_errmsg(ctx));
 		tern_ctx_free(ctx);

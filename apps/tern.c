@@ -49,6 +49,18 @@ void cli_error(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+int cli_ctx_new(int n_threads, tern_ctx **ctx)
+{
+	tern_ctx_params p = tern_ctx_default_params();
+	p.n_threads = n_threads;
+	int rc = tern_ctx_new(&p, ctx);
+	if (rc) {
+		cli_error("cannot create a context: %s", tern_status_str(rc));
+		return CLI_FAIL;
+	}
+	return CLI_OK;
+}
+
 int cli_usage(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
