@@ -452,7 +452,7 @@ int tern_model_load(tern_ctx *ctx, const tern_registry *reg, const char *path, t
 {
 	*out = NULL;
 	tern_file *f = NULL;
-	int rc = tern_file_open(ctx, path, &f);
+	int rc = tern_file_open_ex(ctx, path, TERN_FILE_LOAD, &f);
 	if (rc)
 		return rc;
 	const char *arch = tern_file_architecture(f);

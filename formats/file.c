@@ -549,9 +549,74 @@ static int open_dir(tern_ctx *ctx, const char *path, tern_file **out)
 	return TERN_OK;
 }
 
+/* Private anonymous memory for `size` bytes, 2 MiB aligned so the kernel
+ * can back it with transparent huge pages; NULL if none. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static void *alloc_huge(size_t size)
+{
+	if (size > SIZE_MAX - HUGE_PAGE)
+		return NULL;
+	size_t span = size + HUGE_PAGE;
+	uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	uintptr_t a = ((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+	uint8_t *p = (uint8_t *)a;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t used = (size + page - 1) / page * page;
+	if (p > raw)
+		munmap(raw, (size_t)(p - raw));
+	if (raw + span > p + used)
+		munmap(p + used, (size_t)(raw + span - (p + used)));
+#ifdef MADV_HUGEPAGE
+	madvise(p, used, MADV_HUGEPAGE); /* a hint: failure only costs speed */
+#endif
+	return p;
+}
+
+/* Read the whole of fd (size bytes) into huge-page-backed private memory,
+ * read-only afterwards: *out (release with munmap). */
+static int load_private(tern_ctx *ctx, const char *path, int fd, size_t size, void **out)
+{
+	uint8_t *p = alloc_huge(size);
+	if (!p)
+		return tern_error(ctx, TERN_E_NOMEM, "%s: cannot allocate %zu bytes to load it",
+				  path, size);
+	size_t done = 0;
+	while (done < size) {
+		size_t want = TERN_MIN(size - done, (size_t)1 << 30);
+		ssize_t r = pread(fd, p + done, want, (off_t)done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			int e = errno;
+			munmap(p, size);
+			if (r < 0)
+				return tern_error(ctx, TERN_E_IO, "%s: read failed at byte %zu: %s",
+						  path, done, strerror(e));
+			return tern_error(ctx, TERN_E_IO,
+					  "%s: the file shrank to %zu bytes while it was read", path,
+					  done);
+		}
+		done += (size_t)r;
+	}
+	mprotect(p, size, PROT_READ);
+	*out = p;
+	return TERN_OK;
+}
+
 int tern_file_open(tern_ctx *ctx, const char *path, tern_file **out)
 {
+	return tern_file_open_ex(ctx, path, 0, out);
+}
+
+int tern_file_open_ex(tern_ctx *ctx, const char *path, unsigned flags, tern_file **out)
+{
 	*out = NULL;
+	if (flags & ~(unsigned)TERN_FILE_LOAD)
+		return tern_error(ctx, TERN_E_INVALID, "%s: unknown open flags 0x%x",
+				  path ? path : "(null)", flags);
 	if (!path)
 		return tern_error(ctx, TERN_E_INVALID, "no path given");
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -580,12 +645,20 @@ int tern_file_open(tern_ctx *ctx, const char *path, tern_file **out)
 		return tern_error(ctx, TERN_E_OVERFLOW, "%s: too large to map", path);
 	}
 	size_t size = (size_t)st.st_size;
-	void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-	int e = errno;
-	close(fd);
-	if (map == MAP_FAILED)
-		return tern_error(ctx, TERN_E_IO, "%s: cannot map %zu bytes: %s", path, size,
-				  strerror(e));
+	void *map = NULL;
+	if (flags & TERN_FILE_LOAD) {
+		int rc = load_private(ctx, path, fd, size, &map);
+		close(fd);
+		if (rc != TERN_OK)
+			return rc;
+	} else {
+		map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+		int e = errno;
+		close(fd);
+		if (map == MAP_FAILED)
+			return tern_error(ctx, TERN_E_IO, "%s: cannot map %zu bytes: %s", path,
+					  size, strerror(e));
+	}
 	char *p = strdup(path);
 	if (!p) {
 		munmap(map, size);

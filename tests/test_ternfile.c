@@ -5,6 +5,7 @@
  * (MANIFEST.* lists each file's expected status and message).
  */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -532,6 +533,36 @@ Test(ternfile, memory_and_file_opens_agree)
 	tern_file_close(a);
 	tern_file_close(b);
 	free(buf);
+}
+
+Test(ternfile, loaded_and_mapped_opens_agree)
+{
+	const char *path = tu_srcpath("fuzz/corpus/tern/valid.tern");
+	tern_file *a, *b;
+	cr_assert_eq(tern_file_open(ctx, path, &a), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(tern_file_open_ex(ctx, path, TERN_FILE_LOAD, &b), TERN_OK, "%s",
+		     tern_ctx_errmsg(ctx));
+	cr_assert_eq(tern_file_size(a), tern_file_size(b));
+	cr_assert_eq(tern_file_n_tensors(a), tern_file_n_tensors(b));
+	for (size_t i = 0; i < tern_file_n_tensors(a); i++) {
+		const tern_tensor *x = tern_file_tensor(a, i), *y = tern_file_tensor(b, i);
+		cr_assert_str_eq(x->name, y->name);
+		cr_assert_eq(x->nbytes, y->nbytes);
+		cr_assert_neq(x->data, y->data);
+		cr_assert_eq(memcmp(x->data, y->data, x->nbytes), 0);
+		/* .tern data stays 64-byte aligned in the loaded copy */
+		cr_assert_eq((uintptr_t)y->data % 64, 0);
+	}
+	tern_file_close(a);
+	tern_file_close(b);
+
+	tern_file *f = (tern_file *)1;
+	cr_assert_eq(tern_file_open_ex(ctx, path, 1u << 7, &f), TERN_E_INVALID);
+	cr_assert_null(f);
+	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "flags"));
+	cr_assert_eq(tern_file_open_ex(ctx, tmp_path("does-not-exist"), TERN_FILE_LOAD, &f),
+		     TERN_E_IO);
+	cr_assert_null(f);
 }
 
 Test(ternfile, a_directory_or_missing_path_is_refused_with_a_reason)

@@ -146,6 +146,24 @@ typedef struct tern_file tern_file;
  * with tern_file_close. */
 TERN_API int tern_file_open(tern_ctx *ctx, const char *path, tern_file **out);
 
+/* Flags of tern_file_open_ex. */
+enum {
+	/* Read the whole file into private memory (2 MiB aligned, on
+	 * transparent huge pages where the kernel has them) instead of
+	 * mapping it lazily. For running a model: its weights are streamed
+	 * once per token, and a 4 KiB-page file mapping costs a TLB walk
+	 * every 4 KiB (decode measured 1.7x slower here, docs/BENCHMARKS.md).
+	 * Opening takes as long as reading the file, and the memory is
+	 * committed rather than reclaimable page cache. */
+	TERN_FILE_LOAD = 1u << 0,
+};
+
+/* tern_file_open with flags (0 or TERN_FILE_LOAD; others are
+ * TERN_E_INVALID). A directory ignores TERN_FILE_LOAD (its shards are
+ * mapped). Same ownership as tern_file_open. */
+TERN_API int tern_file_open_ex(tern_ctx *ctx, const char *path, unsigned flags,
+			       tern_file **out);
+
 /* Same from memory: data (size bytes) is borrowed, not copied, and must
  * stay valid and unchanged until tern_file_close. Tensor data is 64-byte
  * aligned for .tern only if data is. */

@@ -192,7 +192,9 @@ TERN_API const void *tern_registry_component(const tern_registry *reg, const cha
 typedef struct tern_model tern_model;
 
 /* Open a model file, pick the plugin for its architecture and load it.
- * Caller frees with tern_model_free; the registry must outlive it. */
+ * The file is read into memory (tern_file_open_ex with TERN_FILE_LOAD),
+ * not mapped lazily. Caller frees with tern_model_free; the registry must
+ * outlive it. */
 TERN_API int tern_model_load(tern_ctx *ctx, const tern_registry *reg, const char *path,
 			     tern_model **out);
 TERN_API void tern_model_free(tern_model *m);
