@@ -114,6 +114,19 @@ static void put_f32(buf *b, float v)
 
 /* Run the convert op on src_path (src NULL: the plugin sniffs the file)
  * into out; returns its status, the writer finished on success. */
+static int convert_opts(const char *src_path, const tern_file *src, const tern_convert_opts *o,
+			const char *out)
+{
+	tern_host host = { .struct_size = sizeof host, .ctx = ctx };
+	tern_writer *w;
+	cr_assert_eq(tern_writer_new(ctx, out, &w), TERN_OK);
+	int rc = text_convert(&host, src_path, src, o, w);
+	if (rc == TERN_OK)
+		rc = tern_writer_finish(w);
+	tern_writer_free(w);
+	return rc;
+}
+
 static int convert_to(const char *src_path, const tern_file *src, const char *out)
 {
 	tern_host host = { .struct_size = sizeof host, .ctx = ctx };
@@ -916,6 +929,22 @@ static void h_forward(const hf_model *m, const int32_t *tok, double *logits)
  * reference quantizes activations exactly as tern does, in double, so
  * only float rounding (and the rare int8 code it tips over a half)
  * separates them: 2e-3 of the largest logit. */
+/* The logits of the converted model at `path` for tok, all positions. */
+static void hf_logits(const char *path, const int32_t *tok, int n, float *out)
+{
+	tern_file *f;
+	cr_assert_eq(tern_file_open(ctx, path, &f), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	text_model *model;
+	text_state *s;
+	cr_assert_eq(text_model_load(ctx, f, &model), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(text_state_new(ctx, model, 0, 0, &s), TERN_OK);
+	cr_assert_eq(text_forward(ctx, model, s, tok, n, out, true), TERN_OK, "%s",
+		     tern_ctx_errmsg(ctx));
+	text_state_free(s);
+	text_model_free(model);
+	tern_file_close(f);
+}
+
 static void check_hf(hf_flavor flavor)
 {
 	hf_model *m = calloc(1, sizeof *m);
@@ -924,7 +953,12 @@ static void check_hf(hf_flavor flavor)
 	tern_file *src;
 	cr_assert_eq(tern_file_open(ctx, d, &src), TERN_OK, "%s", tern_ctx_errmsg(ctx));
 	cr_assert_eq(tern_file_format_of(src), TERN_FORMAT_HF);
-	cr_assert_eq(convert_to(d, src, tmp("hf.tern")), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	/* A float head for the exact comparison; the default (int8) below. */
+	tern_convert_opts fo = tern_convert_default_opts();
+	fo.head_type = TERN_DTYPE_F32;
+	cr_assert_eq(convert_opts(d, src, &fo, tmp("hf.tern")), TERN_OK, "%s",
+		     tern_ctx_errmsg(ctx));
+	cr_assert_eq(convert_to(d, src, tmp("hf-i8.tern")), TERN_OK, "%s", tern_ctx_errmsg(ctx));
 	tern_file_close(src);
 	tern_file *f;
 	cr_assert_eq(tern_file_open(ctx, tmp("hf.tern"), &f), TERN_OK, "%s", tern_ctx_errmsg(ctx));
@@ -967,6 +1001,49 @@ static void check_hf(hf_flavor flavor)
 	}
 	cr_log_info("hf flavour %d: logits max|diff|/max|ref| %.3g", (int)flavor, diff / scale);
 	cr_assert_leq(diff / scale, 2e-3, "max|diff|/max|ref| = %.3g", diff / scale);
+
+	/* The default conversion: int8 embedding/head, one absmax scale per
+	 * row. Each value is within half a step (max|row| / 254) of the
+	 * source. Against the reference run on those dequantized rows, the one
+	 * extra error is the head's input, rounded to int8 per token for the
+	 * int8 GEMV (up to max|h| / 254 per element): 0.2-0.8 % of the
+	 * largest logit on these models, so 2 % bounds it. */
+	tern_file *fi;
+	cr_assert_eq(tern_file_open(ctx, tmp("hf-i8.tern"), &fi), TERN_OK);
+	const tern_tensor *e8 = tern_file_find(fi, "token_embd.weight");
+	const tern_tensor *h8 = flavor == HF_1BIT ? tern_file_find(fi, "output.weight") : e8;
+	cr_assert_eq(e8->dtype, TERN_DTYPE_I8);
+	cr_assert_eq(e8->q.kind, TERN_SCALE_ROW);
+	cr_assert_eq(h8->dtype, TERN_DTYPE_I8);
+	hf_model *m8 = malloc(sizeof *m8);
+	memcpy(m8, m, sizeof *m8);
+	for (int v = 0; v < H_V; v++) {
+		tern_tensor_row_to_float(e8, v, m8->emb + v * H_E);
+		tern_tensor_row_to_float(h8, v, m8->head + v * H_E);
+		float amax = 0;
+		for (int i = 0; i < H_E; i++)
+			amax = fmaxf(amax, fabsf(m->emb[v * H_E + i]));
+		for (int i = 0; i < H_E; i++)
+			cr_assert_leq(fabsf(m8->emb[v * H_E + i] - m->emb[v * H_E + i]),
+				      amax / 254.0f * 1.0001f, "embedding row %d col %d", v, i);
+	}
+	tern_file_close(fi);
+	float ours8[H_N * H_V];
+	double ref8[H_N * H_V];
+	hf_logits(tmp("hf-i8.tern"), tok, H_N, ours8);
+	h_forward(m8, tok, ref8);
+	double diff8 = 0, scale8 = 0, moved = 0;
+	for (int i = 0; i < H_N * H_V; i++) {
+		diff8 = fmax(diff8, fabs(ours8[i] - ref8[i]));
+		scale8 = fmax(scale8, fabs(ref8[i]));
+		moved = fmax(moved, fabs(ref8[i] - ref[i]));
+	}
+	cr_log_info("hf flavour %d, int8 head: max|diff|/max|ref| %.3g (int8 moved the "
+		    "logits by %.3g of max|ref|)",
+		    (int)flavor, diff8 / scale8, moved / scale);
+	cr_assert_leq(diff8 / scale8, 0.02, "int8 head: max|diff|/max|ref| = %.3g", diff8 / scale8);
+	cr_assert_gt(moved, 0.0, "the default head really is int8");
+	free(m8);
 	text_state_free(s);
 	text_model_free(model);
 	tern_file_close(f);

@@ -6,10 +6,13 @@
  * The numbers it generates are meaningless; the sizes and dtypes are
  * those of a converted 2B4T, so the bytes read per token are real.
  * Tensors are produced while the file is written, so memory stays at one
- * tensor. Not installed; the output is large (about 1.2 GB with the
- * default f16 head) and belongs under /tmp, not in the repository.
+ * tensor. The defaults are what `tern convert` makes of the Hugging Face
+ * checkpoint: t2 matrices with one f32 scale each and an int8
+ * embedding/head with f32 row scales. Not installed; the output is large
+ * (0.85 GB; 1.18 GB with --head f16, bitnet.cpp's layout) and belongs
+ * under /tmp, not in the repository.
  *
- * usage: make_random_bitnet OUT.tern [--type t2|t3] [--head f16|bf16|i8|f32]
+ * usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i8|f16|bf16|f32]
  *                           [--layers N] [--seed N]
  */
 #include <math.h>
@@ -133,7 +136,7 @@ static int add(tern_ctx *ctx, tern_writer *w, gen *g, const char *name, tern_dty
 int main(int argc, char **argv)
 {
 	const char *out = NULL;
-	tern_dtype type = TERN_DTYPE_T2, head = TERN_DTYPE_F16;
+	tern_dtype type = TERN_DTYPE_T2, head = TERN_DTYPE_I8;
 	long layers = 30;
 	gen g = { 12345 };
 	tern_ctx *ctx;
@@ -158,7 +161,7 @@ int main(int argc, char **argv)
 	if (!out || (type != TERN_DTYPE_T2 && type != TERN_DTYPE_T3) || layers < 1 ||
 	    layers > 1000 || head == TERN_DTYPE_COUNT || head == TERN_DTYPE_I32 ||
 	    tern_type_traits_of(head)->ternary) {
-		fputs("usage: make_random_bitnet OUT.tern [--type t2|t3] [--head f16|bf16|i8|f32]\n"
+		fputs("usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i8|f16|bf16|f32]\n"
 		      "                          [--layers N] [--seed N]\n",
 		      stderr);
 		return 2;

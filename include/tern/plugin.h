@@ -99,7 +99,9 @@ typedef struct tern_convert_opts {
 	tern_dtype float_type;
 	/* Output head and token embedding: TERN_DTYPE_I8 quantizes them per
 	 * row (absmax, f32 row scales), a float dtype casts them;
-	 * TERN_DTYPE_COUNT (default) = as float_type. */
+	 * TERN_DTYPE_COUNT (default) = the converter's choice: as float_type,
+	 * except that the text plugin makes BitNet checkpoints from Hugging
+	 * Face int8 when float_type is COUNT too (docs/FORMAT.md). */
 	tern_dtype head_type;
 } tern_convert_opts;
 

@@ -774,9 +774,17 @@ static int hf_tokenizer(tern_ctx *ctx, const tern_file *src, tern_writer *w, int
 	return rc;
 }
 
-static int convert_hf(tern_ctx *ctx, const tern_file *src, const tern_convert_opts *o,
+static int convert_hf(tern_ctx *ctx, const tern_file *src, const tern_convert_opts *opts,
 		      tern_writer *w)
 {
+	/* Unless told otherwise, the embedding/head becomes int8 with row
+	 * scales: it is most of what a decode step reads (2B4T: 0.66 GB of
+	 * 1.18 GB in f16), and docs/BENCHMARKS.md measures what int8 does to
+	 * the logits. */
+	tern_convert_opts ho = *opts;
+	if (ho.head_type == TERN_DTYPE_COUNT && ho.float_type == TERN_DTYPE_COUNT)
+		ho.head_type = TERN_DTYPE_I8;
+	const tern_convert_opts *o = &ho;
 	/* Which flavour: 2B4T's sub-norm names or 1bitLLM's. */
 	const char *arch;
 	if (tern_file_find(src, "model.layers.0.self_attn.attn_sub_norm.weight"))
