@@ -34,6 +34,18 @@ typedef void (*tern_i8dot_fn)(const int8_t *w, size_t w_stride, int64_t nrows, c
 typedef void (*tern_fdot_fn)(const void *w, size_t w_stride, int64_t nrows, const float *x,
 			     int64_t ldx, int64_t ntok, int64_t k, float *y, int64_t ldy);
 
+/* One activation row as tern_quantize_row_i8(x, n, kpad, TERN_ACTQ_MUL,
+ * TERN_ROUND_EVEN, q, scale) makes it, bit for bit, plus its sums:
+ * csum[c] = q[32c] + ... + q[32c + 31] for c < kpad / 32, *sum = the sum
+ * of all kpad values (padding is 0). */
+typedef void (*tern_quant_fn)(const float *x, int64_t n, int64_t kpad, int8_t *q, float *scale,
+			      int32_t *csum, int32_t *sum);
+
+/* The scalar reference of tern_quant_fn; SIMD versions hand it the rows
+ * they do not take (see kernels_scalar.c). */
+void tern_quant_row_scalar(const float *x, int64_t n, int64_t kpad, int8_t *q, float *scale,
+			   int32_t *csum, int32_t *sum);
+
 typedef struct tern_kernels {
 	tern_kernel_path path;
 	tern_tdot_fn t2_dot;
@@ -42,6 +54,7 @@ typedef struct tern_kernels {
 	tern_fdot_fn f32_dot;
 	tern_fdot_fn f16_dot;
 	tern_fdot_fn bf16_dot;
+	tern_quant_fn quant_row;
 } tern_kernels;
 
 /* Each returns its table, or NULL if the path is not compiled in. */

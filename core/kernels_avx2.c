@@ -9,6 +9,7 @@
  * and is only called after cpu.c has checked the CPU.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -493,6 +494,82 @@ FDOT_ENTRY(f32_dot_avx2, f32)
 FDOT_ENTRY(f16_dot_avx2, f16)
 FDOT_ENTRY(bf16_dot_avx2, bf16)
 
+/* ---- activation rows ---------------------------------------------------- */
+
+/* tern_quant_fn. The absolute maximum is taken on the bit patterns: with
+ * the sign cleared, float order is unsigned integer order, and inf/NaN
+ * patterns lie above every finite one, so `bits >= 0x7f800000` is the
+ * scalar code's "not finite". Rows the scalar code zeroes (zero, inf,
+ * NaN) or whose reciprocal scale overflows (subnormal maxima) go to the
+ * scalar reference; otherwise each value takes the scalar steps in the
+ * same float operations (multiply, clamp, add and subtract 1.5 * 2^23),
+ * so results are identical. */
+static void quant_row_avx2(const float *x, int64_t n, int64_t kpad, int8_t *q, float *scale,
+			   int32_t *csum, int32_t *sum)
+{
+	const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+	__m256i mx = _mm256_setzero_si256();
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		mx = _mm256_max_epu32(mx, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)),
+							   absmask));
+	uint32_t lanes[8], bits = 0;
+	_mm256_storeu_si256((__m256i *)lanes, mx);
+	for (int l = 0; l < 8; l++)
+		bits = lanes[l] > bits ? lanes[l] : bits;
+	for (; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, x + i, sizeof b);
+		b &= 0x7fffffffu;
+		bits = b > bits ? b : bits;
+	}
+	float amax;
+	memcpy(&amax, &bits, sizeof amax);
+	const float id = 127.0f / amax;
+	if (bits == 0 || bits >= 0x7f800000u || !(id < INFINITY)) {
+		tern_quant_row_scalar(x, n, kpad, q, scale, csum, sum);
+		return;
+	}
+	const __m256 vid = _mm256_set1_ps(id), lo = _mm256_set1_ps(-128.0f),
+		     hi = _mm256_set1_ps(127.0f), magic = _mm256_set1_ps(12582912.0f);
+	int32_t total = 0;
+	for (int64_t j = 0; j < kpad; j += 32) {
+		/* 32 values (fewer at the end): full vectors while x lasts,
+		 * then the same steps one value at a time, then padding. */
+		const int64_t end = j + 32 < kpad ? j + 32 : kpad;
+		__m256i acc = _mm256_setzero_si256();
+		int64_t o = j;
+		for (; o + 8 <= end && o + 8 <= n; o += 8) {
+			__m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + o), vid);
+			v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+			v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+			const __m256i iv = _mm256_cvtps_epi32(v);
+			acc = _mm256_add_epi32(acc, iv);
+			const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(iv),
+							    _mm256_extracti128_si256(iv, 1));
+			_mm_storel_epi64((__m128i *)(q + o), _mm_packs_epi16(w16, w16));
+		}
+		int32_t part[8], s = 0;
+		_mm256_storeu_si256((__m256i *)part, acc);
+		for (int l = 0; l < 8; l++)
+			s += part[l];
+		for (; o < end && o < n; o++) {
+			float v = x[o] * id;
+			v = v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v;
+			v = (v + 12582912.0f) - 12582912.0f;
+			q[o] = (int8_t)(int32_t)v;
+			s += q[o];
+		}
+		for (; o < end; o++)
+			q[o] = 0;
+		if (end - j == 32)
+			csum[j / 32] = s;
+		total += s;
+	}
+	*scale = amax / 127.0f;
+	*sum = total;
+}
+
 static const tern_kernels avx2_table = {
 	.path = TERN_KERNEL_AVX2,
 	.t2_dot = t2_dot_avx2,
@@ -501,6 +578,7 @@ static const tern_kernels avx2_table = {
 	.f32_dot = f32_dot_avx2,
 	.f16_dot = f16_dot_avx2,
 	.bf16_dot = bf16_dot_avx2,
+	.quant_row = quant_row_avx2,
 };
 
 const tern_kernels *tern_kernels_avx2(void)

@@ -8,6 +8,8 @@
  * cpu.c has checked the CPU.
  */
 #include <immintrin.h>
+#include <string.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "core/kernels.h"
@@ -507,6 +509,67 @@ FDOT_ENTRY(f32_dot_avx512, f32)
 FDOT_ENTRY(f16_dot_avx512, f16)
 FDOT_ENTRY(bf16_dot_avx512, bf16)
 
+/* ---- activation rows ---------------------------------------------------- */
+
+/* tern_quant_fn. The absolute maximum is taken on the bit patterns: with
+ * the sign cleared, float order is unsigned integer order, and inf/NaN
+ * patterns lie above every finite one, so `bits >= 0x7f800000` is the
+ * scalar code's "not finite". Rows the scalar code zeroes (zero, inf,
+ * NaN) or whose reciprocal scale overflows (subnormal maxima) go to the
+ * scalar reference; otherwise each value takes the scalar steps in the
+ * same float operations (multiply, clamp, add and subtract 1.5 * 2^23),
+ * so results are identical. */
+static void quant_row_avx512(const float *x, int64_t n, int64_t kpad, int8_t *q, float *scale,
+			     int32_t *csum, int32_t *sum)
+{
+	const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+	__m512i mx = _mm512_setzero_si512();
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_loadu_si512(x + i), absmask));
+	if (i < n) {
+		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+		mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + i),
+							   absmask));
+	}
+	const uint32_t bits = _mm512_reduce_max_epu32(mx);
+	float amax;
+	memcpy(&amax, &bits, sizeof amax);
+	const float id = 127.0f / amax;
+	if (bits == 0 || bits >= 0x7f800000u || !(id < INFINITY)) {
+		tern_quant_row_scalar(x, n, kpad, q, scale, csum, sum);
+		return;
+	}
+	const __m512 vid = _mm512_set1_ps(id), lo = _mm512_set1_ps(-128.0f),
+		     hi = _mm512_set1_ps(127.0f), magic = _mm512_set1_ps(12582912.0f);
+	__m512i tot = _mm512_setzero_si512();
+	for (int64_t j = 0; j < kpad; j += 32) {
+		__m512i half[2];
+		for (int h = 0; h < 2; h++) {
+			const int64_t o = j + 16 * h;
+			const int64_t left_n = n - o, left_k = kpad - o;
+			const __mmask16 ml = left_n >= 16 ? (__mmask16)0xffff
+					     : left_n <= 0 ? (__mmask16)0
+							   : (__mmask16)((1u << left_n) - 1);
+			const __mmask16 ms = left_k >= 16 ? (__mmask16)0xffff
+					     : left_k <= 0 ? (__mmask16)0
+							   : (__mmask16)((1u << left_k) - 1);
+			__m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(ml, x + (ml ? o : 0)), vid);
+			v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+			v = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+			half[h] = _mm512_cvtps_epi32(v);
+			if (ms)
+				_mm512_mask_cvtsepi32_storeu_epi8(q + o, ms, half[h]);
+		}
+		const __m512i s = _mm512_add_epi32(half[0], half[1]);
+		if (j + 32 <= kpad)
+			csum[j / 32] = _mm512_reduce_add_epi32(s);
+		tot = _mm512_add_epi32(tot, s);
+	}
+	*scale = amax / 127.0f;
+	*sum = _mm512_reduce_add_epi32(tot);
+}
+
 static const tern_kernels avx512_table = {
 	.path = TERN_KERNEL_AVX512,
 	.t2_dot = t2_dot_avx512,
@@ -515,6 +578,7 @@ static const tern_kernels avx512_table = {
 	.f32_dot = f32_dot_avx512,
 	.f16_dot = f16_dot_avx512,
 	.bf16_dot = bf16_dot_avx512,
+	.quant_row = quant_row_avx512,
 };
 
 const tern_kernels *tern_kernels_avx512(void)

@@ -4,6 +4,10 @@
  * favours being obviously correct: codes are read one weight at a time in
  * the order the layout in include/tern/tensor.h defines.
  */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
 #include "core/kernels.h"
 #include "tern/tensor.h"
 
@@ -108,6 +112,95 @@ FDOT_SCALAR(f32_dot_scalar, float, f32_id)
 FDOT_SCALAR(f16_dot_scalar, uint16_t, tern_f16_to_f32)
 FDOT_SCALAR(bf16_dot_scalar, uint16_t, tern_bf16_to_f32)
 
+void tern_quant_row_scalar(const float *x, int64_t n, int64_t kpad, int8_t *q, float *scale,
+			   int32_t *csum, int32_t *sum)
+{
+	tern_quantize_row_i8(x, n, kpad, TERN_ACTQ_MUL, TERN_ROUND_EVEN, q, scale);
+	int64_t nc = kpad / 32;
+	int32_t total = 0;
+	for (int64_t c = 0; c < nc; c++) {
+		int32_t s = 0;
+		for (int i = 0; i < 32; i++)
+			s += q[c * 32 + i];
+		csum[c] = s;
+		total += s;
+	}
+	for (int64_t i = nc * 32; i < kpad; i++)
+		total += q[i];
+	*sum = total;
+}
+
+/* ---- int8 activations -------------------------------------------------- */
+
+/* Ties to even without a libm call: adding 1.5 * 2^23 pushes the fraction
+ * out of a float's mantissa, so the default rounding mode does the work.
+ * Valid for |v| < 2^22 (callers clamp to [-128, 127] first) and only where
+ * floats are evaluated in float precision. */
+static inline float round_even_small(float v)
+{
+#if FLT_EVAL_METHOD == 0
+	const float magic = 12582912.0f;
+	float t = v + magic;
+	return t - magic;
+#else
+	return nearbyintf(v);
+#endif
+}
+
+/* Ties away from zero, exact for |v| < 2^23 (roundf's rule without
+ * the libm call). */
+static inline float round_away_small(float v)
+{
+	float t = (float)(int32_t)v;
+	float frac = v - t;
+	if (frac >= 0.5f)
+		t += 1.0f;
+	else if (frac <= -0.5f)
+		t -= 1.0f;
+	return t;
+}
+
+/* One loop per (mode, rounding) pair so the compiler sees straight-line
+ * code; the values are finite here (the caller screened amax). */
+#define QUANT_LOOP(EXPR, ROUND)                                                   \
+	for (int64_t i = 0; i < n; i++) {                                         \
+		float v = (EXPR);                                                 \
+		v = v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v;              \
+		q[i] = (int8_t)ROUND(v);                                          \
+	}
+
+void tern_quantize_row_i8(const float *x, int64_t n, int64_t kpad, tern_actq_mode mode,
+			  tern_round_mode round, int8_t *q, float *scale)
+{
+	float amax = 0.0f;
+	for (int64_t i = 0; i < n; i++) {
+		float a = fabsf(x[i]);
+		/* A NaN element makes amax NaN, caught below. */
+		amax = (a > amax || a != a) ? a : amax;
+	}
+	if (kpad > n)
+		memset(q + n, 0, (size_t)(kpad - n));
+	if (!(amax > 0.0f) || !isfinite(amax)) {
+		/* All zero (or poisoned by inf/NaN): a zero row keeps the
+		 * integer dot products meaningful instead of propagating NaN. */
+		if (n > 0)
+			memset(q, 0, (size_t)n);
+		*scale = 0.0f;
+		return;
+	}
+	const float d = amax / 127.0f;
+	const float id = 127.0f / amax;
+	if (mode == TERN_ACTQ_MUL && round == TERN_ROUND_EVEN)
+		QUANT_LOOP(x[i] * id, round_even_small)
+	else if (mode == TERN_ACTQ_MUL)
+		QUANT_LOOP(x[i] * id, round_away_small)
+	else if (round == TERN_ROUND_EVEN)
+		QUANT_LOOP(x[i] / d, round_even_small)
+	else
+		QUANT_LOOP(x[i] / d, round_away_small)
+	*scale = d;
+}
+
 static const tern_kernels scalar_table = {
 	.path = TERN_KERNEL_SCALAR,
 	.t2_dot = t2_dot_scalar,
@@ -116,6 +209,7 @@ static const tern_kernels scalar_table = {
 	.f32_dot = f32_dot_scalar,
 	.f16_dot = f16_dot_scalar,
 	.bf16_dot = bf16_dot_scalar,
+	.quant_row = tern_quant_row_scalar,
 };
 
 const tern_kernels *tern_kernels_scalar(void)

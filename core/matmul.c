@@ -96,6 +96,7 @@ static void qact_bind(void *buf, int64_t n, int64_t k, int64_t kpad, const qact_
 }
 
 typedef struct quant_job {
+	tern_quant_fn quant_row; /* for TERN_ACTQ_MUL with TERN_ROUND_EVEN */
 	const float *x;
 	int64_t ldx;
 	tern_actq_mode mode;
@@ -107,8 +108,13 @@ static void quant_token(const quant_job *j, int64_t t)
 {
 	tern_qact *a = j->a;
 	int8_t *q = a->q + t * a->kpad;
-	tern_quantize_row_i8(j->x + t * j->ldx, a->k, a->kpad, j->mode, j->round, q, &a->scale[t]);
 	int64_t nc = a->kpad / 32;
+	if (j->mode == TERN_ACTQ_MUL && j->round == TERN_ROUND_EVEN) {
+		j->quant_row(j->x + t * j->ldx, a->k, a->kpad, q, &a->scale[t], a->csum + t * nc,
+			     &a->sum[t]);
+		return;
+	}
+	tern_quantize_row_i8(j->x + t * j->ldx, a->k, a->kpad, j->mode, j->round, q, &a->scale[t]);
 	int32_t *cs = a->csum + t * nc;
 	int32_t total = 0;
 	for (int64_t c = 0; c < nc; c++) {
@@ -135,7 +141,7 @@ static void quant_fn(void *arg, int ith, int nth)
 static void quant_run(tern_ctx *ctx, const float *x, int64_t ldx, tern_actq_mode mode,
 		      tern_round_mode round, tern_qact *a)
 {
-	quant_job j = { x, ldx, mode, round, a };
+	quant_job j = { tern_ctx_kernels_of(ctx)->quant_row, x, ldx, mode, round, a };
 	if (a->n == 1 || a->n * a->k < SMALL_WORK)
 		quant_fn(&j, 0, 1);
 	else

@@ -2,8 +2,9 @@
  * quant.c: turning floats into the quantized forms the kernels consume:
  * ternarization of weight matrices (absmean per BitNet b1.58, median per
  * "BitNet b1.58 Reloaded"; per tensor, row or block), exact packing of
- * values that are already ternary, and int8 absmax quantization of one
- * activation row.
+ * values that are already ternary. (The int8 quantization of activation
+ * rows, tern_quantize_row_i8, lives with the scalar kernels, whose
+ * reference it is: core/kernels_scalar.c.)
  */
 #include <float.h>
 #include <math.h>
@@ -12,77 +13,6 @@
 
 #include "core/internal.h"
 #include "tern/tensor.h"
-
-/* ---- int8 activations -------------------------------------------------- */
-
-/* Ties to even without a libm call: adding 1.5 * 2^23 pushes the fraction
- * out of a float's mantissa, so the default rounding mode does the work.
- * Valid for |v| < 2^22 (callers clamp to [-128, 127] first) and only where
- * floats are evaluated in float precision. */
-static inline float round_even_small(float v)
-{
-#if FLT_EVAL_METHOD == 0
-	const float magic = 12582912.0f;
-	float t = v + magic;
-	return t - magic;
-#else
-	return nearbyintf(v);
-#endif
-}
-
-/* Ties away from zero, exact for |v| < 2^23 (roundf's rule without
- * the libm call). */
-static inline float round_away_small(float v)
-{
-	float t = (float)(int32_t)v;
-	float frac = v - t;
-	if (frac >= 0.5f)
-		t += 1.0f;
-	else if (frac <= -0.5f)
-		t -= 1.0f;
-	return t;
-}
-
-/* One loop per (mode, rounding) pair so the compiler sees straight-line
- * code; the values are finite here (the caller screened amax). */
-#define QUANT_LOOP(EXPR, ROUND)                                                   \
-	for (int64_t i = 0; i < n; i++) {                                         \
-		float v = (EXPR);                                                 \
-		v = v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v;              \
-		q[i] = (int8_t)ROUND(v);                                          \
-	}
-
-void tern_quantize_row_i8(const float *x, int64_t n, int64_t kpad, tern_actq_mode mode,
-			  tern_round_mode round, int8_t *q, float *scale)
-{
-	float amax = 0.0f;
-	for (int64_t i = 0; i < n; i++) {
-		float a = fabsf(x[i]);
-		/* A NaN element makes amax NaN, caught below. */
-		amax = (a > amax || a != a) ? a : amax;
-	}
-	if (kpad > n)
-		memset(q + n, 0, (size_t)(kpad - n));
-	if (!(amax > 0.0f) || !isfinite(amax)) {
-		/* All zero (or poisoned by inf/NaN): a zero row keeps the
-		 * integer dot products meaningful instead of propagating NaN. */
-		if (n > 0)
-			memset(q, 0, (size_t)n);
-		*scale = 0.0f;
-		return;
-	}
-	const float d = amax / 127.0f;
-	const float id = 127.0f / amax;
-	if (mode == TERN_ACTQ_MUL && round == TERN_ROUND_EVEN)
-		QUANT_LOOP(x[i] * id, round_even_small)
-	else if (mode == TERN_ACTQ_MUL)
-		QUANT_LOOP(x[i] * id, round_away_small)
-	else if (round == TERN_ROUND_EVEN)
-		QUANT_LOOP(x[i] / d, round_even_small)
-	else
-		QUANT_LOOP(x[i] / d, round_away_small)
-	*scale = d;
-}
 
 /* ---- spans of a quantized matrix ----------------------------------------- */
 

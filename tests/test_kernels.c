@@ -214,6 +214,95 @@ static int simd_paths(tern_kernel_path *out)
 	return n;
 }
 
+/* Row kinds for the activation quantizer: ordinary, exact ties (amax 127
+ * makes the scale 1, so x.5 rounds to even), all zero, a NaN or an inf,
+ * subnormal (the reciprocal scale overflows), huge, and one large outlier. */
+static void quant_row_fill(int kind, float *x, int64_t n, tu_rng *rng)
+{
+	for (int64_t i = 0; i < n; i++) {
+		switch (kind) {
+		case 0: x[i] = tu_normal(rng); break;
+		case 1: x[i] = (float)tu_int(rng, -254, 254) * 0.5f; break;
+		case 2: x[i] = 0.0f; break;
+		case 3: x[i] = tu_normal(rng); break;
+		case 4: x[i] = tu_normal(rng) * 1e-45f; break;
+		case 5: x[i] = tu_normal(rng) * 1e30f; break;
+		default: x[i] = tu_normal(rng) * 1e-3f; break;
+		}
+	}
+	if (kind == 1)
+		x[tu_int(rng, 0, n - 1)] = 127.0f;
+	if (kind == 3)
+		x[tu_int(rng, 0, n - 1)] = tu_int(rng, 0, 1) ? NAN : -INFINITY;
+	if (kind == 6)
+		x[tu_int(rng, 0, n - 1)] = 50.0f;
+}
+
+Test(kernels, simd_activation_quantizer_is_bit_exact_with_scalar)
+{
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	tu_rng rng = tu_rng_new(14);
+	const tern_kernels *ks = tern_kernels_get(TERN_KERNEL_SCALAR);
+	for (int64_t n = 1; n <= 300; n += (n < 70 ? 1 : 23)) {
+		/* kpad: the next multiple of 32, 128, and one that is not a
+		 * multiple of 32 (an int8 row's padding) */
+		const int64_t kpads[3] = { (n + 31) / 32 * 32, (n + 127) / 128 * 128, n + 5 };
+		for (int ki = 0; ki < 3; ki++)
+			for (int kind = 0; kind < 7; kind++) {
+				const int64_t kpad = kpads[ki], nc = kpad / 32;
+				float *x = malloc(sizeof(float) * (size_t)n);
+				quant_row_fill(kind, x, n, &rng);
+				int8_t *q0 = malloc((size_t)kpad), *q1 = malloc((size_t)kpad);
+				int32_t c0[16], c1[16], s0, s1;
+				float d0, d1;
+				memset(q0, 0x55, (size_t)kpad);
+				ks->quant_row(x, n, kpad, q0, &d0, c0, &s0);
+				/* the scalar entry is the public quantizer plus sums */
+				int8_t *qr = malloc((size_t)kpad);
+				float dr;
+				tern_quantize_row_i8(x, n, kpad, TERN_ACTQ_MUL, TERN_ROUND_EVEN, qr, &dr);
+				cr_assert_eq(memcmp(qr, q0, (size_t)kpad), 0);
+				cr_assert_eq(memcmp(&dr, &d0, sizeof dr), 0);
+				int32_t tot = 0;
+				for (int64_t i = 0; i < kpad; i++)
+					tot += q0[i];
+				cr_assert_eq(s0, tot);
+				for (int64_t c = 0; c < nc; c++) {
+					int32_t cs = 0;
+					for (int i = 0; i < 32; i++)
+						cs += q0[c * 32 + i];
+					cr_assert_eq(c0[c], cs);
+				}
+				if (kind == 1 && kpad >= n)
+					for (int64_t i = 0; i < n; i++)
+						cr_assert_eq(q0[i], (int8_t)nearbyintf(x[i]),
+							     "tie x=%g q=%d", x[i], q0[i]);
+				for (int p = 0; p < np; p++) {
+					const tern_kernels *kt = tern_kernels_get(paths[p]);
+					memset(q1, 0x55, (size_t)kpad);
+					memset(c1, 0x55, sizeof c1);
+					kt->quant_row(x, n, kpad, q1, &d1, c1, &s1);
+					cr_assert_eq(memcmp(q0, q1, (size_t)kpad), 0,
+						     "%s n=%lld kpad=%lld kind %d",
+						     tern_kernel_path_name(paths[p]), (long long)n,
+						     (long long)kpad, kind);
+					cr_assert_eq(memcmp(&d0, &d1, sizeof d0), 0, "%s scale",
+						     tern_kernel_path_name(paths[p]));
+					cr_assert_eq(s0, s1, "%s sum", tern_kernel_path_name(paths[p]));
+					cr_assert_eq(memcmp(c0, c1, sizeof(int32_t) * (size_t)nc), 0,
+						     "%s chunk sums n=%lld kpad=%lld kind %d",
+						     tern_kernel_path_name(paths[p]), (long long)n,
+						     (long long)kpad, kind);
+				}
+				free(x);
+				free(q0);
+				free(q1);
+				free(qr);
+			}
+	}
+}
+
 Test(kernels, simd_ternary_raw_is_bit_exact_with_scalar)
 {
 	tern_kernel_path paths[TERN_KERNEL_COUNT];
