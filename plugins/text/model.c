@@ -784,6 +784,86 @@ static void activate(text_act act, float *x, int64_t n)
 		tern_silu(x, n);
 }
 
+/* The per-token float steps between the matmuls, spread over the pool by
+ * token when a chunk has several (prefill): each row is computed by the
+ * same code whichever thread takes it, so results do not change. */
+typedef enum row_op {
+	ROW_NORM,    /* y = norm(x) with weight w over `width` */
+	ROW_ROPE,    /* rotate q (x) and k of each token at pos0 + t */
+	ROW_ACT_MUL, /* x = act(x) * x2 over `width` */
+	ROW_ADD,     /* x += x2 over `width` */
+} row_op;
+
+typedef struct row_job {
+	row_op op;
+	const text_config *c;
+	const float *w;
+	float *x, *y;
+	const float *x2;
+	int64_t n, width, pos0;
+	float *k;   /* ROW_ROPE: the cache rows of these tokens */
+	int64_t kw; /* ROW_ROPE: k row stride */
+	atomic_int rc;
+} row_job;
+
+static void act_mul_row(const text_config *c, float *x, const float *x2, int64_t n)
+{
+	if (c->arch == TEXT_ARCH_BITLLAMA2C) {
+		for (int64_t i = 0; i < n; i++) {
+			const float g = x[i];
+			x[i] = g * (1.0f / (1.0f + expf(-g))) * x2[i];
+		}
+	} else {
+		activate(c->act, x, n);
+		tern_vec_mul(x, x2, n);
+	}
+}
+
+static void row_range(row_job *j, int64_t t0, int64_t t1)
+{
+	const int64_t W = j->width;
+	for (int64_t t = t0; t < t1; t++) {
+		switch (j->op) {
+		case ROW_NORM:
+			norm_rows(j->c, j->w, j->x + t * W, 1, W, j->y + t * W);
+			break;
+		case ROW_ROPE: {
+			int rc = rope_rows(j->c, j->x + t * W, j->c->n_heads, j->pos0 + t);
+			if (rc == TERN_OK)
+				rc = rope_rows(j->c, j->k + t * j->kw, j->c->n_kv_heads, j->pos0 + t);
+			if (rc)
+				atomic_store(&j->rc, rc);
+			break;
+		}
+		case ROW_ACT_MUL:
+			act_mul_row(j->c, j->x + t * W, j->x2 + t * W, W);
+			break;
+		case ROW_ADD:
+			tern_vec_add(j->x + t * W, j->x2 + t * W, W);
+			break;
+		}
+	}
+}
+
+static void row_fn(void *arg, int ith, int nth)
+{
+	row_job *j = arg;
+	int64_t b, e;
+	tern_split_range(j->n, 1, ith, nth, &b, &e);
+	row_range(j, b, e);
+}
+
+/* Run j over its j->n tokens: on the pool when there are several. */
+static int rows_run(tern_ctx *ctx, row_job *j)
+{
+	atomic_init(&j->rc, TERN_OK);
+	if (j->n > 1 && tern_ctx_threads(ctx) > 1)
+		tern_pool_run(tern_ctx_pool(ctx), row_fn, j);
+	else
+		row_range(j, 0, j->n);
+	return atomic_load(&j->rc);
+}
+
 /* One pass of the layers over n <= s->n_batch tokens at s->pos. */
 static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, const int32_t *tok,
 			 int64_t n)
@@ -810,7 +890,9 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * (size_t)KW;
 		float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * (size_t)KW;
 
-		norm_rows(c, ly->attn_norm, s->x, n, E, s->xb);
+		row_job rj = { .op = ROW_NORM, .c = c, .w = ly->attn_norm, .x = s->x, .y = s->xb,
+			       .n = n, .width = E };
+		rows_run(ctx, &rj);
 		trace(s, "attn_norm", l, s->xb, n, E);
 
 		const tern_tensor *qkv[3] = { ly->wq, ly->wk, ly->wv };
@@ -819,12 +901,9 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		const int64_t qkv_ld[3] = { QW, KW, KW };
 		if ((rc = linear_any(ctx, c, 3, qkv, qkv_scale, s->xb, n, E, qkv_out, qkv_ld)))
 			break;
-		for (int64_t t = 0; t < n && rc == TERN_OK; t++) {
-			rc = rope_rows(c, s->q + t * QW, c->n_heads, pos0 + t);
-			if (rc == TERN_OK)
-				rc = rope_rows(c, kc + (pos0 + t) * KW, c->n_kv_heads, pos0 + t);
-		}
-		if (rc)
+		rj = (row_job){ .op = ROW_ROPE, .c = c, .x = s->q, .n = n, .width = QW,
+				.pos0 = pos0, .k = kc + pos0 * KW, .kw = KW };
+		if ((rc = rows_run(ctx, &rj)))
 			break;
 		trace(s, "Qcur", l, s->q, n, QW);
 		trace(s, "Kcur", l, kc + pos0 * KW, n, KW);
@@ -846,15 +925,20 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		}
 		trace(s, "kqv_out", l, s->att, n, QW);
 
-		norm_rows(c, ly->attn_sub_norm, s->att, n, QW, s->att);
+		rj = (row_job){ .op = ROW_NORM, .c = c, .w = ly->attn_sub_norm, .x = s->att,
+				.y = s->att, .n = n, .width = QW };
+		rows_run(ctx, &rj);
 		trace(s, "attn_sub_norm", l, s->att, n, QW);
 		if ((rc = linear(ctx, c, ly->wo, ly->scale_o, s->att, n, QW, s->xb)))
 			break;
 		trace(s, "attn_o_out", l, s->xb, n, E);
-		tern_vec_add(s->x, s->xb, n * E);
+		rj = (row_job){ .op = ROW_ADD, .c = c, .x = s->x, .x2 = s->xb, .n = n, .width = E };
+		rows_run(ctx, &rj);
 		trace(s, "ffn_inp", l, s->x, n, E);
 
-		norm_rows(c, ly->ffn_norm, s->x, n, E, s->xb);
+		rj = (row_job){ .op = ROW_NORM, .c = c, .w = ly->ffn_norm, .x = s->x, .y = s->xb,
+				.n = n, .width = E };
+		rows_run(ctx, &rj);
 		trace(s, "ffn_norm", l, s->xb, n, E);
 		const tern_tensor *gu[2] = { ly->w_gate, ly->w_up };
 		const float gu_scale[2] = { ly->scale_gate, ly->scale_up };
@@ -862,22 +946,19 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		const int64_t gu_ld[2] = { F, F };
 		if ((rc = linear_any(ctx, c, 2, gu, gu_scale, s->xb, n, E, gu_out, gu_ld)))
 			break;
-		if (c->arch == TEXT_ARCH_BITLLAMA2C) {
-			for (int64_t i = 0; i < n * F; i++) {
-				const float g = s->hb[i];
-				s->hb[i] = g * (1.0f / (1.0f + expf(-g))) * s->hb2[i];
-			}
-		} else {
-			activate(c->act, s->hb, n * F);
-			tern_vec_mul(s->hb, s->hb2, n * F);
-		}
+		rj = (row_job){ .op = ROW_ACT_MUL, .c = c, .x = s->hb, .x2 = s->hb2, .n = n,
+				.width = F };
+		rows_run(ctx, &rj);
 		trace(s, "ffn_sub_out", l, s->hb, n, F);
-		norm_rows(c, ly->ffn_sub_norm, s->hb, n, F, s->hb);
+		rj = (row_job){ .op = ROW_NORM, .c = c, .w = ly->ffn_sub_norm, .x = s->hb,
+				.y = s->hb, .n = n, .width = F };
+		rows_run(ctx, &rj);
 		trace(s, "ffn_sub_norm", l, s->hb, n, F);
 		if ((rc = linear(ctx, c, ly->w_down, ly->scale_down, s->hb, n, F, s->xb)))
 			break;
 		trace(s, "ffn_down", l, s->xb, n, E);
-		tern_vec_add(s->x, s->xb, n * E);
+		rj = (row_job){ .op = ROW_ADD, .c = c, .x = s->x, .x2 = s->xb, .n = n, .width = E };
+		rows_run(ctx, &rj);
 		trace(s, "l_out", l, s->x, n, E);
 	}
 	return rc;
