@@ -7,8 +7,11 @@
 #ifndef TERN_CORE_KERNELS_H
 #define TERN_CORE_KERNELS_H
 
+#include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "tern/matmul.h"
 
@@ -40,6 +43,23 @@ typedef void (*tern_fdot_fn)(const void *w, size_t w_stride, int64_t nrows, cons
  * of all kpad values (padding is 0). */
 typedef void (*tern_quant_fn)(const float *x, int64_t n, int64_t kpad, int8_t *q, float *scale,
 			      int32_t *csum, int32_t *sum);
+
+/* SIMD quantizers take the row's absmax as bit patterns (sign cleared:
+ * float order is then unsigned order, inf/NaN above every finite value).
+ * True, with *amax and *id = 127 / amax, when the scalar steps apply as
+ * they are; false for the rows left to tern_quant_row_scalar (zero,
+ * inf/NaN, or a subnormal max whose reciprocal overflows). */
+static inline bool tern_quant_screen(uint32_t bits, float *amax, float *id)
+{
+	float a;
+	memcpy(&a, &bits, sizeof a);
+	*amax = a;
+	*id = 127.0f / a;
+	return bits != 0 && bits < 0x7f800000u && *id < INFINITY;
+}
+
+/* csum and *sum of tern_quant_fn for a quantized row q [kpad]. */
+void tern_quant_row_sums(const int8_t *q, int64_t kpad, int32_t *csum, int32_t *sum);
 
 /* The scalar reference of tern_quant_fn; SIMD versions hand it the rows
  * they do not take (see kernels_scalar.c). */

@@ -523,10 +523,8 @@ static void quant_row_avx2(const float *x, int64_t n, int64_t kpad, int8_t *q, f
 		b &= 0x7fffffffu;
 		bits = b > bits ? b : bits;
 	}
-	float amax;
-	memcpy(&amax, &bits, sizeof amax);
-	const float id = 127.0f / amax;
-	if (bits == 0 || bits >= 0x7f800000u || !(id < INFINITY)) {
+	float amax, id;
+	if (!tern_quant_screen(bits, &amax, &id)) {
 		tern_quant_row_scalar(x, n, kpad, q, scale, csum, sum);
 		return;
 	}

@@ -116,6 +116,11 @@ void tern_quant_row_scalar(const float *x, int64_t n, int64_t kpad, int8_t *q, f
 			   int32_t *csum, int32_t *sum)
 {
 	tern_quantize_row_i8(x, n, kpad, TERN_ACTQ_MUL, TERN_ROUND_EVEN, q, scale);
+	tern_quant_row_sums(q, kpad, csum, sum);
+}
+
+void tern_quant_row_sums(const int8_t *q, int64_t kpad, int32_t *csum, int32_t *sum)
+{
 	int64_t nc = kpad / 32;
 	int32_t total = 0;
 	for (int64_t c = 0; c < nc; c++) {

@@ -115,18 +115,7 @@ static void quant_token(const quant_job *j, int64_t t)
 		return;
 	}
 	tern_quantize_row_i8(j->x + t * j->ldx, a->k, a->kpad, j->mode, j->round, q, &a->scale[t]);
-	int32_t *cs = a->csum + t * nc;
-	int32_t total = 0;
-	for (int64_t c = 0; c < nc; c++) {
-		int32_t s = 0;
-		for (int i = 0; i < 32; i++)
-			s += q[c * 32 + i];
-		cs[c] = s;
-		total += s;
-	}
-	for (int64_t i = nc * 32; i < a->kpad; i++)
-		total += q[i];
-	a->sum[t] = total;
+	tern_quant_row_sums(q, a->kpad, a->csum + t * nc, &a->sum[t]);
 }
 
 static void quant_fn(void *arg, int ith, int nth)

@@ -113,7 +113,8 @@ static void put_f32(buf *b, float v)
 }
 
 /* Run the convert op on src_path (src NULL: the plugin sniffs the file)
- * into out; returns its status, the writer finished on success. */
+ * with options o (NULL: defaults) into out; returns its status, the
+ * writer finished on success. */
 static int convert_opts(const char *src_path, const tern_file *src, const tern_convert_opts *o,
 			const char *out)
 {
@@ -127,16 +128,10 @@ static int convert_opts(const char *src_path, const tern_file *src, const tern_c
 	return rc;
 }
 
+/* The same with the default options. */
 static int convert_to(const char *src_path, const tern_file *src, const char *out)
 {
-	tern_host host = { .struct_size = sizeof host, .ctx = ctx };
-	tern_writer *w;
-	cr_assert_eq(tern_writer_new(ctx, out, &w), TERN_OK);
-	int rc = text_convert(&host, src_path, src, NULL, w);
-	if (rc == TERN_OK)
-		rc = tern_writer_finish(w);
-	tern_writer_free(w);
-	return rc;
+	return convert_opts(src_path, src, NULL, out);
 }
 
 static int32_t argmax(const float *x, int64_t n)
