@@ -162,6 +162,102 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 #undef TDOT_FLUSH_ALL
 }
 
+/*
+ * T3, R rows x one token, without decoding trits. With q_0 the stored
+ * byte and q_{p+1} = 3 q_p mod 256, trit p is t_p = (3 q_p - q_{p+1}) / 256,
+ * so sum_p t_p a_p = (3 sum_p q_p a_p - sum_p q_{p+1} a_p) / 256: two
+ * vpdpbusd per slice on the bytes q_p themselves (two vpaddb each), no
+ * compares or lookups. The identity holds per byte, so each int32 lane of
+ * 3 * acc3 - acc1 is exactly 256 times that lane's share of the dot
+ * product; the lanes wrap freely while they accumulate, and the true
+ * value of a lane grows by at most 256 * 5 * 4 * 2 * 128 per group, so
+ * it is shifted down into `fin` every 1024 groups, long before it could
+ * leave int32.
+ */
+#define T3L_FOLD_GROUPS 1024
+
+KINLINE void t3_gemv_tile(const uint8_t *w, size_t ws, const int8_t *a, int64_t kpad,
+			  int64_t blk, int32_t *out, int64_t ors, const int R, const int BLOCKED)
+{
+	__m512i acc3[4], acc1[4], fin[4];
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+		acc3[r] = acc1[r] = fin[r] = _mm512_setzero_si512();
+	const int64_t full = kpad / 320 * 320;
+	const size_t pf = prefetch_distance(R, ws);
+	int64_t next = blk < kpad ? blk : kpad;
+	int64_t b = 0;
+	int groups = 0;
+
+#define T3L_FOLD()                                                                   \
+	do {                                                                         \
+		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
+		{                                                                    \
+			__m512i v_ = _mm512_add_epi32(acc3[r_], acc3[r_]);           \
+			v_ = _mm512_sub_epi32(_mm512_add_epi32(v_, acc3[r_]), acc1[r_]); \
+			fin[r_] = _mm512_add_epi32(fin[r_], _mm512_srai_epi32(v_, 8)); \
+			acc3[r_] = acc1[r_] = _mm512_setzero_si512();                \
+		}                                                                    \
+	} while (0)
+#define T3L_FLUSH_ALL()                                                              \
+	do {                                                                         \
+		T3L_FOLD();                                                          \
+		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
+		{                                                                    \
+			out[r_ * ors + b] = _mm512_reduce_add_epi32(fin[r_]);        \
+			fin[r_] = _mm512_setzero_si512();                            \
+		}                                                                    \
+		b++;                                                                 \
+		next = next + blk < kpad ? next + blk : kpad;                        \
+	} while (0)
+#define T3L_STEP(av)                                                                 \
+	do {                                                                         \
+		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
+		{                                                                    \
+			acc3[r_] = _mm512_dpbusd_epi32(acc3[r_], q[r_], (av));       \
+			q[r_] = _mm512_add_epi8(_mm512_add_epi8(q[r_], q[r_]), q[r_]); \
+			acc1[r_] = _mm512_dpbusd_epi32(acc1[r_], q[r_], (av));       \
+		}                                                                    \
+	} while (0)
+
+	int64_t j = 0;
+	for (; j < full; j += 320) {
+		__m512i q[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			q[r] = _mm512_loadu_si512(w + r * ws + j / 5);
+			prefetch_at(w, pf + (size_t)r * ws + (size_t)(j / 5));
+		}
+#pragma GCC unroll 5
+		for (int p = 0; p < 5; p++) {
+			T3L_STEP(_mm512_loadu_si512(a + j + 64 * p));
+			if (BLOCKED && j + 64 * (p + 1) == next)
+				T3L_FLUSH_ALL();
+		}
+		if (++groups == T3L_FOLD_GROUPS) {
+			T3L_FOLD();
+			groups = 0;
+		}
+	}
+	if (j < kpad) {
+		__m512i q[4];
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			q[r] = load_zext256(w + r * ws + j / 5);
+#pragma GCC unroll 5
+		for (int p = 0; p < 5; p++) {
+			T3L_STEP(load_zext256(a + j + 32 * p));
+			if (BLOCKED && j + 32 * (p + 1) == next)
+				T3L_FLUSH_ALL();
+		}
+	}
+	if (!BLOCKED)
+		T3L_FLUSH_ALL();
+#undef T3L_STEP
+#undef T3L_FLUSH_ALL
+#undef T3L_FOLD
+}
+
 typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_t as,
 			     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots);
 
@@ -189,7 +285,25 @@ typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_
 	};
 
 TDOT_TILES(t2, 4)
-TDOT_TILES(t3, 5)
+/* T3 one-token tiles for tdot_run; wider token counts take t3_dot_decoded.
+ * The table keeps tdot_run's shape: its 4-token entries are never used. */
+#define T3_GEMV_TILE(name, R, B)                                                             \
+	static void name(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad, \
+			 int64_t blk, int32_t *out, int64_t ors, int64_t ots)                   \
+	{                                                                                    \
+		(void)as;                                                                    \
+		(void)ots;                                                                   \
+		t3_gemv_tile(w, ws, a, kpad, blk, out, ors, R, B);                           \
+	}
+
+T3_GEMV_TILE(t3_u41, 4, 0)
+T3_GEMV_TILE(t3_u11, 1, 0)
+T3_GEMV_TILE(t3_b41, 4, 1)
+T3_GEMV_TILE(t3_b11, 1, 1)
+static const tdot_tile_fn t3_tiles[2][4] = {
+	{ NULL, t3_u41, NULL, t3_u11 },
+	{ NULL, t3_b41, NULL, t3_b11 },
+};
 
 /*
  * Covers nrows x ntok with 4x4 tiles and narrower ones at the edges.
@@ -234,10 +348,168 @@ static void t2_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, cons
 	tdot_run(t2_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
+/*
+ * T3 for several tokens: the trits of 4 rows x T3_KC weights are decoded
+ * once into a byte buffer (10 KiB, stays in L1) and every token block then
+ * runs the plain u8-code x int8 loop on it, one load and one vpdpbusd per
+ * 64 weights, so the decoding is shared by all the tokens of the call.
+ * T3_KC is a multiple of the 320-weight group, so chunks start on groups
+ * and only the last one can end in a half group; blocks straddling a
+ * chunk boundary get their sums added in two parts.
+ */
+#define T3_KC 2560
+
+static void t3_decode_rows(const uint8_t *w, size_t ws, int64_t nr, int64_t j0, int64_t j1,
+			   int64_t full, uint8_t *buf)
+{
+	for (int64_t r = 0; r < nr; r++) {
+		const uint8_t *wr = w + r * ws;
+		uint8_t *o = buf + r * T3_KC - j0;
+		int64_t j = j0;
+		for (; j < j1 && j < full; j += 320) {
+			__m512i q = _mm512_loadu_si512(wr + j / 5);
+#pragma GCC unroll 5
+			for (int p = 0; p < 5; p++)
+				_mm512_storeu_si512(o + j + 64 * p, t3_next(&q));
+		}
+		if (j < j1) {
+			__m512i q = load_zext256(wr + j / 5);
+#pragma GCC unroll 5
+			for (int p = 0; p < 5; p++)
+				_mm256_storeu_si256((__m256i *)(o + j + 32 * p),
+						    _mm512_castsi512_si256(t3_next(&q)));
+		}
+	}
+}
+
+/* R rows (codes T3_KC apart in c) x T tokens over weights [j0, j1), adding
+ * each block's sum into out[r*ors + t*ots + b]. Steps are 64 weights but
+ * for a last 32 at kpad; j0 is a multiple of 64 and blocks end on
+ * multiples of 128 or at kpad, so they end on a step. */
+KINLINE void u8_tile(const uint8_t *c, const int8_t *a, size_t as, int64_t j0, int64_t j1,
+		     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots, const int R,
+		     const int T)
+{
+	__m512i acc[4][4];
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm512_setzero_si512();
+	int64_t b = j0 / blk;
+	int64_t next = (b + 1) * blk < kpad ? (b + 1) * blk : kpad;
+	int64_t j = j0;
+	c -= j0;
+	while (j < j1) {
+		__m512i wv[4];
+		if (j1 - j >= 64) {
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				wv[r] = _mm512_loadu_si512(c + r * T3_KC + j);
+#pragma GCC unroll 4
+			for (int t = 0; t < T; t++) {
+				__m512i av = _mm512_loadu_si512(a + t * as + j);
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++)
+					acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+			}
+			j += 64;
+		} else {
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				wv[r] = load_zext256(c + r * T3_KC + j);
+#pragma GCC unroll 4
+			for (int t = 0; t < T; t++) {
+				__m512i av = load_zext256(a + t * as + j);
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++)
+					acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+			}
+			j += 32;
+		}
+		if (j == next || j == j1) {
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+				for (int t = 0; t < T; t++) {
+					out[r * ors + t * ots + b] += _mm512_reduce_add_epi32(acc[r][t]);
+					acc[r][t] = _mm512_setzero_si512();
+				}
+			if (j == next) {
+				b++;
+				next = next + blk < kpad ? next + blk : kpad;
+			}
+		}
+	}
+}
+
+typedef void (*u8_tile_fn)(const uint8_t *c, const int8_t *a, size_t as, int64_t j0, int64_t j1,
+			   int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots);
+
+#define U8_TILE(name, R, T)                                                                  \
+	static void name(const uint8_t *c, const int8_t *a, size_t as, int64_t j0, int64_t j1, \
+			 int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots)    \
+	{                                                                                    \
+		u8_tile(c, a, as, j0, j1, kpad, blk, out, ors, ots, R, T);                   \
+	}
+
+U8_TILE(u8_tile_4x4, 4, 4)
+U8_TILE(u8_tile_4x1, 4, 1)
+U8_TILE(u8_tile_1x4, 1, 4)
+U8_TILE(u8_tile_1x1, 1, 1)
+
+static void t3_dot_decoded(const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a,
+			   size_t as, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
+{
+	_Alignas(64) uint8_t buf[4 * T3_KC];
+	const int64_t nb = (kpad + blk - 1) / blk;
+	const int64_t ors = ntok * nb;
+	const int64_t full = kpad / 320 * 320;
+	memset(out, 0, sizeof(int32_t) * (size_t)(nrows * ntok * nb));
+	for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+		const int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+		int32_t *orow = out + r0 * ors;
+		for (int64_t j0 = 0; j0 < kpad; j0 += T3_KC) {
+			const int64_t j1 = kpad - j0 < T3_KC ? kpad : j0 + T3_KC;
+			t3_decode_rows(w + r0 * ws, ws, nr, j0, j1, full, buf);
+			for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
+				const int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
+				const int8_t *at = a + t0 * as;
+				int32_t *o = orow + t0 * nb;
+				if (nr == 4 && nt == 4) {
+					u8_tile_4x4(buf, at, as, j0, j1, kpad, blk, o, ors, nb);
+				} else if (nr == 4) {
+					for (int64_t t = 0; t < nt; t++)
+						u8_tile_4x1(buf, at + t * as, as, j0, j1, kpad, blk,
+							    o + t * nb, ors, nb);
+				} else if (nt == 4) {
+					for (int64_t r = 0; r < nr; r++)
+						u8_tile_1x4(buf + r * T3_KC, at, as, j0, j1, kpad, blk,
+							    o + r * ors, ors, nb);
+				} else {
+					for (int64_t r = 0; r < nr; r++)
+						for (int64_t t = 0; t < nt; t++)
+							u8_tile_1x1(buf + r * T3_KC, at + t * as, as,
+								    j0, j1, kpad, blk,
+								    o + r * ors + t * nb, ors, nb);
+				}
+			}
+		}
+	}
+}
+
+/* Below this many tokens a call runs the one-token tiles per token. */
+#ifndef T3_DECODED_MIN_TOK
+#define T3_DECODED_MIN_TOK 2
+#endif
+
 static void t3_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
-	tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
+	if (ntok >= T3_DECODED_MIN_TOK)
+		t3_dot_decoded(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
+	else
+		tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
 /* ---- int8 x int8 ------------------------------------------------------ */
