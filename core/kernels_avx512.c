@@ -349,15 +349,19 @@ static void t2_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, cons
 }
 
 /*
- * T3 for several tokens: the trits of 4 rows x T3_KC weights are decoded
- * once into a byte buffer (10 KiB, stays in L1) and every token block then
- * runs the plain u8-code x int8 loop on it, one load and one vpdpbusd per
+ * T3 for several tokens: the trits of T3_RB rows x T3_KC weights are
+ * decoded once into a byte buffer (20 KiB, stays in L1) and every token
+ * block then runs the plain u8-code x int8 loop on it, one vpdpbusd per
  * 64 weights, so the decoding is shared by all the tokens of the call.
- * T3_KC is a multiple of the 320-weight group, so chunks start on groups
- * and only the last one can end in a half group; blocks straddling a
- * chunk boundary get their sums added in two parts.
+ * The activations stream from L2, each vector serving 8 rows. T3_KC is a
+ * multiple of the 320-weight group, so chunks start on groups and only
+ * the last one can end in a half group; blocks straddling a chunk
+ * boundary get their sums added in two parts.
  */
+#ifndef T3_KC
 #define T3_KC 2560
+#endif
+#define T3_RB 8
 
 static void t3_decode_rows(const uint8_t *w, size_t ws, int64_t nr, int64_t j0, int64_t j1,
 			   int64_t full, uint8_t *buf)
@@ -390,56 +394,53 @@ KINLINE void u8_tile(const uint8_t *c, const int8_t *a, size_t as, int64_t j0, i
 		     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots, const int R,
 		     const int T)
 {
-	__m512i acc[4][4];
-#pragma GCC unroll 4
+	__m512i acc[8][4];
+#pragma GCC unroll 8
 	for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
 		for (int t = 0; t < T; t++)
 			acc[r][t] = _mm512_setzero_si512();
 	int64_t b = j0 / blk;
 	int64_t next = (b + 1) * blk < kpad ? (b + 1) * blk : kpad;
+	if (next > j1)
+		next = j1;
 	int64_t j = j0;
 	c -= j0;
-	while (j < j1) {
-		__m512i wv[4];
-		if (j1 - j >= 64) {
-#pragma GCC unroll 4
-			for (int r = 0; r < R; r++)
-				wv[r] = _mm512_loadu_si512(c + r * T3_KC + j);
+	for (;;) {
+		/* The last step of kpad may be 32 weights: a partial block end
+		 * or j1 always falls on 64 weights otherwise. */
+		for (; j + 64 <= next; j += 64) {
 #pragma GCC unroll 4
 			for (int t = 0; t < T; t++) {
 				__m512i av = _mm512_loadu_si512(a + t * as + j);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 				for (int r = 0; r < R; r++)
-					acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+					acc[r][t] = _mm512_dpbusd_epi32(
+						acc[r][t], _mm512_loadu_si512(c + r * T3_KC + j), av);
 			}
-			j += 64;
-		} else {
-#pragma GCC unroll 4
-			for (int r = 0; r < R; r++)
-				wv[r] = load_zext256(c + r * T3_KC + j);
+		}
+		if (j < next) {
 #pragma GCC unroll 4
 			for (int t = 0; t < T; t++) {
 				__m512i av = load_zext256(a + t * as + j);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 				for (int r = 0; r < R; r++)
-					acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv[r], av);
+					acc[r][t] = _mm512_dpbusd_epi32(
+						acc[r][t], load_zext256(c + r * T3_KC + j), av);
 			}
-			j += 32;
+			j = next;
 		}
-		if (j == next || j == j1) {
+#pragma GCC unroll 8
+		for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-			for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-				for (int t = 0; t < T; t++) {
-					out[r * ors + t * ots + b] += _mm512_reduce_add_epi32(acc[r][t]);
-					acc[r][t] = _mm512_setzero_si512();
-				}
-			if (j == next) {
-				b++;
-				next = next + blk < kpad ? next + blk : kpad;
+			for (int t = 0; t < T; t++) {
+				out[r * ors + t * ots + b] += _mm512_reduce_add_epi32(acc[r][t]);
+				acc[r][t] = _mm512_setzero_si512();
 			}
-		}
+		if (j == j1)
+			break;
+		b++;
+		next = next + blk < j1 ? next + blk : j1;
 	}
 }
 
@@ -453,47 +454,64 @@ typedef void (*u8_tile_fn)(const uint8_t *c, const int8_t *a, size_t as, int64_t
 		u8_tile(c, a, as, j0, j1, kpad, blk, out, ors, ots, R, T);                   \
 	}
 
+U8_TILE(u8_tile_8x2, 8, 2)
+U8_TILE(u8_tile_8x1, 8, 1)
 U8_TILE(u8_tile_4x4, 4, 4)
 U8_TILE(u8_tile_4x1, 4, 1)
 U8_TILE(u8_tile_1x4, 1, 4)
 U8_TILE(u8_tile_1x1, 1, 1)
 
+/* The nr (<= 8) rows decoded in c x ntok tokens over [j0, j1): 8x2 tiles
+ * for a full block of rows, 4x4 and single rows for the rest. */
+static void u8_rows(const uint8_t *c, int64_t nr, const int8_t *a, size_t as, int64_t ntok,
+		    int64_t j0, int64_t j1, int64_t kpad, int64_t blk, int32_t *out, int64_t ors,
+		    int64_t nb)
+{
+	int64_t r = 0;
+	if (nr == 8) {
+		int64_t t = 0;
+		for (; t + 2 <= ntok; t += 2)
+			u8_tile_8x2(c, a + t * as, as, j0, j1, kpad, blk, out + t * nb, ors, nb);
+		if (t < ntok)
+			u8_tile_8x1(c, a + t * as, as, j0, j1, kpad, blk, out + t * nb, ors, nb);
+		return;
+	}
+	for (; r + 4 <= nr; r += 4) {
+		int64_t t = 0;
+		for (; t + 4 <= ntok; t += 4)
+			u8_tile_4x4(c + r * T3_KC, a + t * as, as, j0, j1, kpad, blk,
+				    out + r * ors + t * nb, ors, nb);
+		for (; t < ntok; t++)
+			u8_tile_4x1(c + r * T3_KC, a + t * as, as, j0, j1, kpad, blk,
+				    out + r * ors + t * nb, ors, nb);
+	}
+	for (; r < nr; r++) {
+		int64_t t = 0;
+		for (; t + 4 <= ntok; t += 4)
+			u8_tile_1x4(c + r * T3_KC, a + t * as, as, j0, j1, kpad, blk,
+				    out + r * ors + t * nb, ors, nb);
+		for (; t < ntok; t++)
+			u8_tile_1x1(c + r * T3_KC, a + t * as, as, j0, j1, kpad, blk,
+				    out + r * ors + t * nb, ors, nb);
+	}
+}
+
 static void t3_dot_decoded(const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a,
 			   size_t as, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
-	_Alignas(64) uint8_t buf[4 * T3_KC];
+	_Alignas(64) uint8_t buf[T3_RB * T3_KC];
 	const int64_t nb = (kpad + blk - 1) / blk;
 	const int64_t ors = ntok * nb;
 	const int64_t full = kpad / 320 * 320;
 	memset(out, 0, sizeof(int32_t) * (size_t)(nrows * ntok * nb));
-	for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
-		const int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
-		int32_t *orow = out + r0 * ors;
-		for (int64_t j0 = 0; j0 < kpad; j0 += T3_KC) {
-			const int64_t j1 = kpad - j0 < T3_KC ? kpad : j0 + T3_KC;
+	/* Chunks outer: one chunk of every token's activations (ntok x T3_KC
+	 * bytes) stays in L2 while the rows pass. */
+	for (int64_t j0 = 0; j0 < kpad; j0 += T3_KC) {
+		const int64_t j1 = kpad - j0 < T3_KC ? kpad : j0 + T3_KC;
+		for (int64_t r0 = 0; r0 < nrows; r0 += T3_RB) {
+			const int64_t nr = nrows - r0 < T3_RB ? nrows - r0 : T3_RB;
 			t3_decode_rows(w + r0 * ws, ws, nr, j0, j1, full, buf);
-			for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
-				const int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
-				const int8_t *at = a + t0 * as;
-				int32_t *o = orow + t0 * nb;
-				if (nr == 4 && nt == 4) {
-					u8_tile_4x4(buf, at, as, j0, j1, kpad, blk, o, ors, nb);
-				} else if (nr == 4) {
-					for (int64_t t = 0; t < nt; t++)
-						u8_tile_4x1(buf, at + t * as, as, j0, j1, kpad, blk,
-							    o + t * nb, ors, nb);
-				} else if (nt == 4) {
-					for (int64_t r = 0; r < nr; r++)
-						u8_tile_1x4(buf + r * T3_KC, at, as, j0, j1, kpad, blk,
-							    o + r * ors, ors, nb);
-				} else {
-					for (int64_t r = 0; r < nr; r++)
-						for (int64_t t = 0; t < nt; t++)
-							u8_tile_1x1(buf + r * T3_KC, at + t * as, as,
-								    j0, j1, kpad, blk,
-								    o + r * ors + t * nb, ors, nb);
-				}
-			}
+			u8_rows(buf, nr, a, as, ntok, j0, j1, kpad, blk, out + r0 * ors, ors, nb);
 		}
 	}
 }
