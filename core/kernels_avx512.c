@@ -285,8 +285,9 @@ typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_
 	};
 
 TDOT_TILES(t2, 4)
-/* T3 one-token tiles for tdot_run; wider token counts take t3_dot_decoded.
- * The table keeps tdot_run's shape: its 4-token entries are never used. */
+
+/* T3 tiles: four tokens share each decoded slice (tdot_tile); a single
+ * token takes t3_gemv_tile, which decodes nothing. */
 #define T3_GEMV_TILE(name, R, B)                                                             \
 	static void name(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad, \
 			 int64_t blk, int32_t *out, int64_t ors, int64_t ots)                   \
@@ -296,13 +297,17 @@ TDOT_TILES(t2, 4)
 		t3_gemv_tile(w, ws, a, kpad, blk, out, ors, R, B);                           \
 	}
 
+TDOT_TILE(t3_u44, 5, 4, 4, 0)
+TDOT_TILE(t3_u14, 5, 1, 4, 0)
+TDOT_TILE(t3_b44, 5, 4, 4, 1)
+TDOT_TILE(t3_b14, 5, 1, 4, 1)
 T3_GEMV_TILE(t3_u41, 4, 0)
 T3_GEMV_TILE(t3_u11, 1, 0)
 T3_GEMV_TILE(t3_b41, 4, 1)
 T3_GEMV_TILE(t3_b11, 1, 1)
 static const tdot_tile_fn t3_tiles[2][4] = {
-	{ NULL, t3_u41, NULL, t3_u11 },
-	{ NULL, t3_b41, NULL, t3_b11 },
+	{ t3_u44, t3_u41, t3_u14, t3_u11 },
+	{ t3_b44, t3_b41, t3_b14, t3_b11 },
 };
 
 /*
@@ -496,6 +501,26 @@ static void u8_rows(const uint8_t *c, int64_t nr, const int8_t *a, size_t as, in
 	}
 }
 
+/* The next block's packed bytes (rows r0.. of chunk [j0, j1), or the next
+ * chunk's first rows) are fetched while the tiles run on this block: the
+ * short per-row runs are too short for the hardware prefetcher, and the
+ * decoding pass would otherwise wait on them. */
+static void t3_prefetch_next(const uint8_t *w, size_t ws, int64_t nrows, int64_t r0, int64_t j0,
+			     int64_t j1, int64_t kpad)
+{
+	if (r0 >= nrows) {
+		if (j1 >= kpad)
+			return;
+		r0 = 0;
+		j0 = j1;
+		j1 = kpad - j0 < T3_KC ? kpad : j0 + T3_KC;
+	}
+	const int64_t nr = nrows - r0 < T3_RB ? nrows - r0 : T3_RB;
+	for (int64_t r = r0; r < r0 + nr; r++)
+		for (int64_t off = j0 / 5; off < j1 / 5; off += 64)
+			prefetch_at(w, (size_t)r * ws + (size_t)off);
+}
+
 static void t3_dot_decoded(const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a,
 			   size_t as, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
@@ -511,14 +536,16 @@ static void t3_dot_decoded(const uint8_t *w, size_t ws, int64_t nrows, const int
 		for (int64_t r0 = 0; r0 < nrows; r0 += T3_RB) {
 			const int64_t nr = nrows - r0 < T3_RB ? nrows - r0 : T3_RB;
 			t3_decode_rows(w + r0 * ws, ws, nr, j0, j1, full, buf);
+			t3_prefetch_next(w, ws, nrows, r0 + T3_RB, j0, j1, kpad);
 			u8_rows(buf, nr, a, as, ntok, j0, j1, kpad, blk, out + r0 * ors, ors, nb);
 		}
 	}
 }
 
-/* Below this many tokens a call runs the one-token tiles per token. */
+/* From this many tokens on, t3_dot_decoded's separate decoding pass costs
+ * less than the tiles' decoding per 4 tokens (measured on Zen 5). */
 #ifndef T3_DECODED_MIN_TOK
-#define T3_DECODED_MIN_TOK 2
+#define T3_DECODED_MIN_TOK 16
 #endif
 
 static void t3_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
