@@ -342,6 +342,72 @@ Test(kernels, simd_ternary_raw_is_bit_exact_with_scalar)
 	}
 }
 
+Test(kernels, simd_t3_many_tokens_are_bit_exact_with_scalar)
+{
+	/* From 16 tokens on, AVX-512 decodes T3 rows in chunks of 2560
+	 * weights, 8 rows at a time: cover chunk edges (2560, 2561, 5121),
+	 * half groups (300, 2720, 4304), row counts around 8 and blocks that
+	 * straddle a chunk (384). */
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	if (np == 0)
+		cr_skip_test("no SIMD kernel path on this CPU");
+	tu_rng rng = tu_rng_new(6);
+	static const int64_t ks[] = { 160, 300, 2560, 2561, 2720, 4304, 5121 };
+	static const int64_t rows_list[] = { 1, 5, 8, 13, 17 };
+	static const int64_t tok_list[] = { 16, 17, 19 };
+	static const int64_t blks[] = { 0, 128, 256, 384 };
+	for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+		int64_t rows = rows_list[ki % 5], ntok = tok_list[ki % 3];
+		tcase c;
+		tcase_make(&c, TERN_DTYPE_T3, rows, ks[ki], ntok, &rng);
+		for (size_t bi = 0; bi < 4; bi++) {
+			int64_t blk = blks[bi] ? blks[bi] : c.kpad;
+			int64_t nb = (c.kpad + blk - 1) / blk;
+			int32_t *ref = run_tdot(tern_kernels_scalar(), &c, blk);
+			for (int pi = 0; pi < np; pi++) {
+				int32_t *out = run_tdot(tern_kernels_get(paths[pi]), &c, blk);
+				cr_assert_eq(memcmp(out, ref, sizeof(int32_t) * (size_t)(rows * ntok * nb)),
+					     0, "%s rows=%lld k=%lld n=%lld blk=%lld",
+					     tern_kernel_path_name(paths[pi]), (long long)rows,
+					     (long long)c.k, (long long)ntok, (long long)blk);
+				free(out);
+			}
+			free(ref);
+		}
+		tcase_free(&c);
+	}
+}
+
+Test(kernels, simd_t3_long_rows_stay_exact)
+{
+	/* AVX-512's one-token T3 tile keeps 256 times each lane's sum and
+	 * folds it every 1024 groups; with all codes 2 against -128 over
+	 * 700000 weights, a lane would leave int32 without the fold. */
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	if (np == 0)
+		cr_skip_test("no SIMD kernel path on this CPU");
+	tu_rng rng = tu_rng_new(7);
+	tcase c;
+	tcase_make(&c, TERN_DTYPE_T3, 5, 700000, 1, &rng);
+	for (int64_t r = 0; r < c.rows; r++) {
+		memset(c.wv + r * c.kpad, 1, (size_t)c.k);
+		pack_row(c.dt, c.wv + r * c.kpad, c.k, c.w + r * c.ws);
+	}
+	memset(c.a, 0x80, (size_t)c.kpad);
+	int32_t *ref = run_tdot(tern_kernels_scalar(), &c, c.kpad);
+	cr_assert_eq(ref[0], (2 * c.k + (c.kpad - c.k)) * -128);
+	for (int pi = 0; pi < np; pi++) {
+		int32_t *out = run_tdot(tern_kernels_get(paths[pi]), &c, c.kpad);
+		cr_assert_eq(memcmp(out, ref, sizeof(int32_t) * (size_t)c.rows), 0, "%s",
+			     tern_kernel_path_name(paths[pi]));
+		free(out);
+	}
+	free(ref);
+	tcase_free(&c);
+}
+
 Test(kernels, simd_ternary_raw_handles_extreme_activations)
 {
 	/* All codes 2 against all -128 (and 127) is the largest magnitude a
