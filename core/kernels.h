@@ -82,6 +82,10 @@ const tern_kernels *tern_kernels_scalar(void);
 const tern_kernels *tern_kernels_avx2(void);
 const tern_kernels *tern_kernels_avx512(void);
 const tern_kernels *tern_kernels_neon(void);
+/* The AVX-512 table without its VBMI-only parts (chosen by
+ * tern_kernels_avx512 on CPUs without VBMI), so tests on CPUs with VBMI
+ * can check both. */
+const tern_kernels *tern_kernels_avx512_novbmi(void);
 
 /* Table for a path, NULL if not built or the CPU lacks it. */
 const tern_kernels *tern_kernels_get(tern_kernel_path p);
