@@ -4,8 +4,10 @@
  * and multiplied into int32 lanes with vpdpbusd (unsigned codes x signed
  * activations). Tiles of several rows x several tokens reuse every
  * unpacked weight vector across tokens and every activation vector across
- * rows. This file is compiled with AVX-512 flags and is only called after
- * cpu.c has checked the CPU.
+ * rows. T3 has its own routes (one token: t3_gemv_tile, which decodes
+ * nothing; 16 tokens or more: t3_dot_decoded, which decodes once into L1).
+ * This file is compiled with AVX-512 flags and is only called after
+ * cpu.c has checked the CPU; the VBMI decoder is picked here at run time.
  */
 #include <immintrin.h>
 #include <string.h>
