@@ -42,9 +42,10 @@ const char cmd_bench_help[] =
 	"\n"
 	"Default cases: dtypes t2 and t3 (random ternary codes, one f32 scale per\n"
 	"tensor) on 2560x2560, 640x2560, 6912x2560, 2560x6912, 1152x1152, 4304x1152\n"
-	"and the 128256x2560 output head, plus f16 and i8 (one f32 scale per row) on\n"
-	"the head. GEMM is timed for ternary dtypes only (so the float head GEMM is\n"
-	"not measured), and for the scalar path only when --kernels names it: its\n"
+	"and the 128256x2560 output head, plus f16, i8 (one f32 scale per row) and i4\n"
+	"(one f16 scale per 128 weights) on the head. GEMM is timed for ternary\n"
+	"dtypes and i4 only (so the float and i8 head GEMMs are not measured), and\n"
+	"for the scalar path only when --kernels names it: its\n"
 	"GEMMs on these shapes take minutes.\n"
 	"\n"
 	"Options:\n"
@@ -53,7 +54,7 @@ const char cmd_bench_help[] =
 	"      --kernels LIST  kernel paths, comma separated: scalar, avx2, avx512,\n"
 	"                      neon (default: every path this machine runs)\n"
 	"      --shapes LIST   shapes ROWSxCOLS, comma separated (default above)\n"
-	"      --dtypes LIST   weight dtypes, comma separated: t2, t3, i8, f16, bf16,\n"
+	"      --dtypes LIST   weight dtypes, comma separated: t2, t3, i8, i4, f16, bf16,\n"
 	"                      f32; each runs on every shape (default above)\n"
 	"      --tokens N      GEMM tokens (default 128)\n"
 	"      --min-time S    repeat each case for at least S seconds (default 0.2)\n"
@@ -103,8 +104,9 @@ static const int64_t default_shapes[][2] = {
 };
 
 /* Dtypes in the order cases run. */
-static const tern_dtype dtype_order[] = { TERN_DTYPE_T2,  TERN_DTYPE_T3,   TERN_DTYPE_I8,
-					  TERN_DTYPE_F16, TERN_DTYPE_BF16, TERN_DTYPE_F32 };
+static const tern_dtype dtype_order[] = { TERN_DTYPE_T2,  TERN_DTYPE_T3,  TERN_DTYPE_I8,
+					  TERN_DTYPE_I4,  TERN_DTYPE_F16, TERN_DTYPE_BF16,
+					  TERN_DTYPE_F32 };
 
 typedef struct bench_opts {
 	int threads;
@@ -631,7 +633,7 @@ static bool is_ternary(tern_dtype d)
 
 static bool is_quantized(tern_dtype d)
 {
-	return is_ternary(d) || d == TERN_DTYPE_I8;
+	return is_ternary(d) || d == TERN_DTYPE_I8 || d == TERN_DTYPE_I4;
 }
 
 /* Fills W with random weights: a bank of up to 16 random rows repeated
@@ -658,6 +660,8 @@ static int fill_weights(tern_ctx *ctx, tern_tensor *w, uint64_t *rng)
 
 			if (w->dtype == TERN_DTYPE_I8)
 				qrow[j] = (int8_t)((int)(v % 255) - 127);
+			else if (w->dtype == TERN_DTYPE_I4)
+				qrow[j] = (int8_t)((int)(v % 15) - 7);
 			else if (qrow)
 				qrow[j] = (int8_t)((int)(v % 3) - 1);
 			else
@@ -681,8 +685,15 @@ static int fill_weights(tern_ctx *ctx, tern_tensor *w, uint64_t *rng)
 			free(qrow);
 			return tern_error(ctx, rc, "counting scales");
 		}
-		for (size_t i = 0; i < n_scales; i++)
-			memcpy(sp + i * sizeof s, &s, sizeof s);
+		uint16_t h = tern_f32_to_f16(s);
+		const bool f16 = w->q.scale_type == TERN_DTYPE_F16;
+
+		for (size_t i = 0; i < n_scales; i++) {
+			if (f16)
+				memcpy(sp + i * sizeof h, &h, sizeof h);
+			else
+				memcpy(sp + i * sizeof s, &s, sizeof s);
+		}
 	}
 	free(qrow);
 	free(frow);
@@ -835,6 +846,8 @@ static void case_qparams(tern_dtype d, tern_qparams *qp)
 				 : d == TERN_DTYPE_I8 ? TERN_SCALE_ROW : TERN_SCALE_NONE;
 	qp->block = 0;
 	qp->scale_type = TERN_DTYPE_F32;
+	if (d == TERN_DTYPE_I4) /* as tern convert --head i4 writes it */
+		*qp = (tern_qparams){ TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16 };
 }
 
 /* Bytes of one copy of a case's weights in the arena (64-byte aligned). */
@@ -910,7 +923,7 @@ static int run_case(bench_run *r, const bench_case *c)
 {
 	const bench_opts *o = r->o;
 	size_t footprint = (size_t)(o->quick ? 16 : 256) << 20;
-	int64_t tokens = is_ternary(c->dtype) ? o->tokens : 1;
+	int64_t tokens = is_ternary(c->dtype) || c->dtype == TERN_DTYPE_I4 ? o->tokens : 1;
 	tern_tensor *w = NULL;
 	float *x = NULL, *y = NULL;
 	tern_qact a1, an;
@@ -1049,7 +1062,7 @@ static int dtype_item(bench_opts *o, const char *flag, const char *name)
 	tern_dtype d = tern_dtype_from_name(name);
 
 	if (d == TERN_DTYPE_COUNT || d == TERN_DTYPE_I32)
-		return cli_usage(CMD, "%s: unknown weight dtype '%s' (t2, t3, i8, f16, bf16, f32)",
+		return cli_usage(CMD, "%s: unknown weight dtype '%s' (t2, t3, i8, i4, f16, bf16, f32)",
 				 flag, name);
 	o->dtypes[d] = true;
 	o->dtypes_given = true;
@@ -1144,7 +1157,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, bool *help)
 }
 
 /* The cases to run, in order: every shape with every chosen dtype; by
- * default t2 and t3 everywhere plus f16 and i8 on the output head. */
+ * default t2 and t3 everywhere plus f16, i8 and i4 on the output head. */
 static int list_cases(const bench_opts *o, bench_case *cases, int max)
 {
 	int n = 0;
@@ -1156,7 +1169,8 @@ static int list_cases(const bench_opts *o, bench_case *cases, int max)
 			tern_dtype d = dtype_order[k];
 			bool on = o->dtypes_given ? o->dtypes[d]
 						  : is_ternary(d) || (head && (d == TERN_DTYPE_F16 ||
-									       d == TERN_DTYPE_I8));
+									       d == TERN_DTYPE_I8 ||
+									       d == TERN_DTYPE_I4));
 
 			if (on && n < max) {
 				cases[n].rows = o->shapes[s][0];

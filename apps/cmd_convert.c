@@ -17,7 +17,7 @@
 
 const char cmd_convert_help[] =
 	"usage: tern convert IN OUT.tern [--type t2|t3] [--float f32|f16|bf16|keep]\n"
-	"                    [--head i8|f32|f16|bf16] [--progress] [--quiet]\n"
+	"                    [--head i8|i4|f32|f16|bf16] [--progress] [--quiet]\n"
 	"                    [--plugin-path DIRS]\n"
 	"\n"
 	"Converts IN (a GGUF file, a safetensors file, a Hugging Face checkpoint\n"
@@ -32,7 +32,8 @@ const char cmd_convert_help[] =
 	"  --float T          float matrices: f32, f16, bf16, or keep (default;\n"
 	"                     GGUF Q8_0 becomes f32). 1-D tensors keep their type\n"
 	"  --head T           token embedding and output head: i8 (per-row int8),\n"
-	"                     f32, f16 or bf16. Default: i8 for BitNet\n"
+	"                     i4 (4-bit, f16 scale per 128 weights), f32, f16\n"
+	"                     or bf16. Default: i8 for BitNet\n"
 	"                     checkpoints from Hugging Face (2B4T, 1bitLLM) unless\n"
 	"                     --float is given, else as --float\n"
 	"  --progress         draw the progress bar even if stderr is not a terminal\n"
@@ -101,9 +102,9 @@ int cmd_convert(int argc, char **argv)
 	static const char *const fnames[] = { "f32", "f16", "bf16", "keep" };
 	static const tern_dtype ftypes[] = { TERN_DTYPE_F32, TERN_DTYPE_F16, TERN_DTYPE_BF16,
 					     TERN_DTYPE_COUNT };
-	static const char *const hnames[] = { "i8", "f32", "f16", "bf16" };
-	static const tern_dtype htypes[] = { TERN_DTYPE_I8, TERN_DTYPE_F32, TERN_DTYPE_F16,
-					     TERN_DTYPE_BF16 };
+	static const char *const hnames[] = { "i8", "i4", "f32", "f16", "bf16" };
+	static const tern_dtype htypes[] = { TERN_DTYPE_I8, TERN_DTYPE_I4, TERN_DTYPE_F32,
+					     TERN_DTYPE_F16, TERN_DTYPE_BF16 };
 	tern_convert_opts opts = tern_convert_default_opts();
 	const char *in = NULL, *out = NULL, *plugin_path = NULL, *v;
 	bool force_bar = false, quiet = false;
@@ -121,7 +122,7 @@ int cmd_convert(int argc, char **argv)
 				rc = parse_dtype("--float", v, fnames, ftypes, 4, &opts.float_type);
 		} else if ((r = cli_flag_value("convert", argc, argv, &i, NULL, "--head", &v)) != 0) {
 			if (r > 0)
-				rc = parse_dtype("--head", v, hnames, htypes, 4, &opts.head_type);
+				rc = parse_dtype("--head", v, hnames, htypes, 5, &opts.head_type);
 		} else if ((r = cli_flag_value("convert", argc, argv, &i, NULL, "--plugin-path",
 					       &plugin_path)) != 0) {
 		} else if (strcmp(argv[i], "--progress") == 0) {

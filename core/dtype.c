@@ -194,6 +194,43 @@ static void t3_from_i8(const int8_t *src, void *dst, int64_t n)
 	tern_t3_pack_row(src, n, dst);
 }
 
+/* I4 rows convert one 128-weight group at a time, like the ternary ones. */
+#define I4_GROUP 128
+
+static void i4_to_i8(const void *src, int8_t *dst, int64_t n)
+{
+	tern_i4_unpack_row(src, n, dst);
+}
+
+static void i4_from_i8(const int8_t *src, void *dst, int64_t n)
+{
+	tern_i4_pack_row(src, n, dst);
+}
+
+static void i4_to_float(const void *src, float *dst, int64_t n)
+{
+	int8_t buf[I4_GROUP];
+	const uint8_t *s = src;
+	for (int64_t g0 = 0; g0 < n; g0 += I4_GROUP) {
+		int64_t len = TERN_MIN(I4_GROUP, n - g0);
+		tern_i4_unpack_row(s + g0 / 2, len, buf);
+		for (int64_t i = 0; i < len; i++)
+			dst[g0 + i] = (float)buf[i];
+	}
+}
+
+static void i4_from_float(const float *src, void *dst, int64_t n)
+{
+	int8_t buf[I4_GROUP];
+	uint8_t *d = dst;
+	for (int64_t g0 = 0; g0 < n; g0 += I4_GROUP) {
+		int64_t len = TERN_MIN(I4_GROUP, n - g0);
+		for (int64_t i = 0; i < len; i++)
+			buf[i] = (int8_t)round_clamp(src[g0 + i], -8.0, 7.0);
+		tern_i4_pack_row(buf, len, d + g0 / 2);
+	}
+}
+
 /* ---- the traits table ---------------------------------------------------- */
 
 static const tern_type_traits traits[TERN_DTYPE_COUNT] = {
@@ -208,6 +245,8 @@ static const tern_type_traits traits[TERN_DTYPE_COUNT] = {
 			    t2_from_i8 },
 	[TERN_DTYPE_T3] = { "t3", true, true, 160, 320, 64, t3_to_float, t3_from_float, t3_to_i8,
 			    t3_from_i8 },
+	[TERN_DTYPE_I4] = { "i4", true, false, I4_GROUP, I4_GROUP, 64, i4_to_float, i4_from_float,
+			    i4_to_i8, i4_from_i8 },
 };
 
 const tern_type_traits *tern_type_traits_of(tern_dtype dtype)
@@ -251,9 +290,10 @@ static int row_bytes_checked(tern_dtype dtype, int64_t cols, size_t *out)
 		return TERN_E_INVALID;
 	if ((uint64_t)padded > SIZE_MAX)
 		return TERN_E_OVERFLOW;
-	/* Ternary: group_bytes bytes per `group` weights; padded rows are
-	 * whole half groups, so the division is exact. */
-	if (t->ternary) {
+	/* Packed (T2, T3, I4): group_bytes bytes per `group` weights; padded
+	 * rows are whole half groups (whole groups for I4), so the division is
+	 * exact. */
+	if (t->group > 1) {
 		*out = (size_t)padded / t->group * t->group_bytes +
 		       (size_t)padded % t->group / (t->group / 2) * (t->group_bytes / 2);
 		return TERN_OK;
@@ -273,6 +313,10 @@ int tern_qparams_check(tern_ctx *ctx, tern_dtype dtype, const tern_qparams *qp)
 	if (!t)
 		return tern_error(ctx, TERN_E_INVALID, "invalid dtype %d", (int)dtype);
 	tern_scale_kind kind = qp ? qp->kind : TERN_SCALE_NONE;
+	/* I4's kernels apply one scale per 64-byte group, so that is the only
+	 * kind it has. */
+	if (dtype == TERN_DTYPE_I4 && (kind != TERN_SCALE_BLOCK || qp->block != 128))
+		return tern_error(ctx, TERN_E_INVALID, "dtype i4 needs block scales of 128 weights");
 	if (kind == TERN_SCALE_NONE) {
 		if (t->ternary)
 			return tern_error(ctx, TERN_E_INVALID, "dtype %s needs scales (kind tensor, row or block)",

@@ -32,6 +32,23 @@ typedef void (*tern_tdot_fn)(const uint8_t *w, size_t w_stride, int64_t nrows,
 typedef void (*tern_i8dot_fn)(const int8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			      size_t a_stride, int64_t ntok, int64_t k, int32_t *out);
 
+/*
+ * I4 x int8 dot with the weight scales applied: for rows r < nrows and
+ * tokens t < ntok,
+ *   out[r * ntok + t] = sum_g s_r[g] * sum_{j in group g} (c(w_r, j) - 8) * a_t[j]
+ * over the ng = kpad / 128 groups of 128 weights (64 bytes) of a row, c the
+ * stored nibble. w_r = w + r * w_stride bytes; s_r = scales + r * s_stride
+ * bytes holds ng scales, f16 if `f16` else f32; a_t = a + t * a_stride
+ * bytes; bsum[t * ng + g] = sum of a_t over group g (kernels that multiply
+ * the unsigned nibble take 8 * sum_g s_r[g] * bsum[g] off at the end).
+ * The float rounding differs between paths (each sums in its own order);
+ * for a given path the result does not depend on nrows or ntok.
+ */
+typedef void (*tern_i4dot_fn)(const uint8_t *w, size_t w_stride, const void *scales,
+			      size_t s_stride, bool f16, int64_t nrows, const int8_t *a,
+			      size_t a_stride, const int32_t *bsum, int64_t ntok, int64_t kpad,
+			      float *out);
+
 /* Float weight x float activation: y[t * ldy + r] = dot(W_r, x_t) over k,
  * W rows of dtype F32/F16/BF16 (w_stride bytes apart). */
 typedef void (*tern_fdot_fn)(const void *w, size_t w_stride, int64_t nrows, const float *x,
@@ -71,6 +88,7 @@ typedef struct tern_kernels {
 	tern_tdot_fn t2_dot;
 	tern_tdot_fn t3_dot;
 	tern_i8dot_fn i8_dot;
+	tern_i4dot_fn i4_dot;
 	tern_fdot_fn f32_dot;
 	tern_fdot_fn f16_dot;
 	tern_fdot_fn bf16_dot;

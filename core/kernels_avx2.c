@@ -264,6 +264,150 @@ static void t3_dot_avx2(const uint8_t *w, size_t w_stride, int64_t nrows, const 
 	tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
+/* ---- 4-bit x int8 ----------------------------------------------------- */
+
+/* Up to 8 scales (f16 or f32) as floats, lanes from n on zero. */
+KINLINE __m256 i4_scales8(const uint8_t *s, bool f16, int n)
+{
+	const size_t sb = f16 ? 2 : 4;
+	uint8_t buf[32] = { 0 };
+	if (n == 8)
+		memcpy(buf, s, 8 * sb);
+	else
+		memcpy(buf, s, (size_t)n * sb);
+	if (f16)
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)buf));
+	return _mm256_loadu_ps((const float *)buf);
+}
+
+/*
+ * R rows x T tokens. A 64-byte group is two 32-byte halves; each gives
+ * its low nibbles (weights m) and high nibbles (weights 64 + m) as
+ * unsigned codes c = q + 8. vpmaddubsw pairs c * a into int16 (at most
+ * 2 * 15 * 128 in magnitude), four of them add up within int16 (15360),
+ * and vpmaddwd makes 8 int32 lanes: the group's dot in 8 partial sums,
+ * converted and multiply-added with the group's broadcast scale. Every 8
+ * groups the +8 is taken back as -8 * (activation sum of a group) times
+ * its scale into the same float lanes, summed once at the end. The
+ * unpacked weights of one row are reused across the T tokens; rows are
+ * unpacked one at a time to stay within 16 registers.
+ */
+KINLINE void i4_tile(const uint8_t *w, size_t ws, const uint8_t *s, size_t ss, bool f16,
+		     const int8_t *a, size_t as, const int32_t *bsum, int64_t ng, float *out,
+		     int64_t ors, const int R, const int T)
+{
+	__m256 acc[4][2];
+	const __m256i nib = _mm256_set1_epi8(0x0f);
+	const __m256i ones = _mm256_set1_epi16(1);
+	const size_t pf = prefetch_distance(R, ws);
+	const size_t sb = f16 ? 2 : 4;
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm256_setzero_ps();
+	for (int64_t g0 = 0; g0 < ng; g0 += 8) {
+		const int n = ng - g0 < 8 ? (int)(ng - g0) : 8;
+		float sc[4][8] __attribute__((aligned(32)));
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			_mm256_store_ps(sc[r], i4_scales8(s + r * ss + (size_t)g0 * sb, f16, n));
+		for (int g = 0; g < n; g++) {
+			const int64_t j = (g0 + g) * 128;
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++) {
+				const uint8_t *wg = w + r * ws + j / 2;
+				const __m256i b0 = _mm256_loadu_si256((const __m256i *)wg);
+				const __m256i b1 = _mm256_loadu_si256((const __m256i *)(wg + 32));
+				prefetch_at(w, pf + (size_t)r * ws + (size_t)(j / 2));
+				const __m256i l0 = _mm256_and_si256(b0, nib);
+				const __m256i l1 = _mm256_and_si256(b1, nib);
+				const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(b0, 4), nib);
+				const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(b1, 4), nib);
+				const __m256 scale = _mm256_set1_ps(sc[r][g]);
+#pragma GCC unroll 2
+				for (int t = 0; t < T; t++) {
+					const int8_t *ag = a + t * as + j;
+					__m256i p = _mm256_add_epi16(
+						_mm256_maddubs_epi16(l0, _mm256_loadu_si256((const __m256i *)ag)),
+						_mm256_maddubs_epi16(l1, _mm256_loadu_si256((const __m256i *)(ag + 32))));
+					__m256i q = _mm256_add_epi16(
+						_mm256_maddubs_epi16(h0, _mm256_loadu_si256((const __m256i *)(ag + 64))),
+						_mm256_maddubs_epi16(h1, _mm256_loadu_si256((const __m256i *)(ag + 96))));
+					__m256i d = _mm256_madd_epi16(_mm256_add_epi16(p, q), ones);
+					acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, acc[r][t]);
+				}
+			}
+		}
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++) {
+			int32_t bs[8] = { 0 };
+			memcpy(bs, bsum + t * ng + g0, (size_t)n * sizeof bs[0]);
+			const __m256 off = _mm256_mul_ps(
+				_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)bs)),
+				_mm256_set1_ps(-8.0f));
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm256_fmadd_ps(_mm256_load_ps(sc[r]), off, acc[r][t]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int t = 0; t < T; t++)
+			out[r * ors + t] = hsum_ps(acc[r][t]);
+}
+
+typedef void (*i4_tile_fn)(const uint8_t *w, size_t ws, const uint8_t *s, size_t ss, bool f16,
+			   const int8_t *a, size_t as, const int32_t *bsum, int64_t ng,
+			   float *out, int64_t ors);
+
+#define I4_TILE(name, R, T)                                                                  \
+	static void name(const uint8_t *w, size_t ws, const uint8_t *s, size_t ss, bool f16,  \
+			 const int8_t *a, size_t as, const int32_t *bsum, int64_t ng,          \
+			 float *out, int64_t ors)                                              \
+	{                                                                                    \
+		i4_tile(w, ws, s, ss, f16, a, as, bsum, ng, out, ors, R, T);                 \
+	}
+
+I4_TILE(i4_tile_2x2, 2, 2)
+I4_TILE(i4_tile_4x1, 4, 1)
+I4_TILE(i4_tile_1x2, 1, 2)
+I4_TILE(i4_tile_1x1, 1, 1)
+
+/* One token: 4-row tiles; several: 2 rows x 2 tokens (as tdot_run). */
+static void i4_dot_avx2(const uint8_t *w, size_t w_stride, const void *scales, size_t s_stride,
+			bool f16, int64_t nrows, const int8_t *a, size_t a_stride,
+			const int32_t *bsum, int64_t ntok, int64_t kpad, float *out)
+{
+	const int64_t ng = kpad / 128;
+	const uint8_t *s = scales;
+	for (int64_t t0 = 0; t0 < ntok; t0 += 2) {
+		const int64_t nt = ntok - t0 < 2 ? ntok - t0 : 2;
+		const int8_t *at = a + t0 * a_stride;
+		const int32_t *bt = bsum + t0 * ng;
+		const int64_t step = nt == 2 ? 2 : 4;
+		for (int64_t r0 = 0; r0 < nrows; r0 += step) {
+			const int64_t nr = nrows - r0 < step ? nrows - r0 : step;
+			const uint8_t *wr = w + r0 * w_stride;
+			const uint8_t *sr = s + r0 * s_stride;
+			float *o = out + r0 * ntok + t0;
+			if (nr == 2 && nt == 2) {
+				i4_tile_2x2(wr, w_stride, sr, s_stride, f16, at, a_stride, bt, ng, o,
+					    ntok);
+			} else if (nr == 4) {
+				i4_tile_4x1(wr, w_stride, sr, s_stride, f16, at, a_stride, bt, ng, o,
+					    ntok);
+			} else {
+				for (int64_t r = 0; r < nr; r++)
+					(nt == 2 ? i4_tile_1x2 : i4_tile_1x1)(
+						wr + r * w_stride, w_stride, sr + r * s_stride, s_stride,
+						f16, at, a_stride, bt, ng, o + r * ntok, ntok);
+			}
+		}
+	}
+}
+
 /* ---- int8 x int8 ------------------------------------------------------ */
 
 /* Both sides are sign-extended to int16 and multiplied with vpmaddwd,
@@ -573,6 +717,7 @@ static const tern_kernels avx2_table = {
 	.t2_dot = t2_dot_avx2,
 	.t3_dot = t3_dot_avx2,
 	.i8_dot = i8_dot_avx2,
+	.i4_dot = i4_dot_avx2,
 	.f32_dot = f32_dot_avx2,
 	.f16_dot = f16_dot_avx2,
 	.bf16_dot = bf16_dot_avx2,

@@ -637,6 +637,147 @@ static void t3_dot_avx512_vbmi(const uint8_t *w, size_t w_stride, int64_t nrows,
 		tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
+/* ---- 4-bit x int8 ----------------------------------------------------- */
+
+/* Up to 16 scales (f16 or f32) as floats, lanes from n on zero. */
+KINLINE __m512 i4_scales16(const void *s, bool f16, int n)
+{
+	const __mmask16 m = (__mmask16)((1u << n) - 1);
+	if (f16)
+		return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, s));
+	return _mm512_maskz_loadu_ps(m, s);
+}
+
+/*
+ * R rows x T tokens. A 64-byte group gives two vectors of nibbles (its low
+ * nibbles are weights 0..63, the high ones 64..127), multiplied as unsigned
+ * codes c = q + 8 with vpdpbusd into one int32 vector per row and token.
+ * That vector is the group's dot in 16 partial sums, so it is converted and
+ * multiply-added with the group's broadcast scale as it is: no horizontal
+ * sum per group. Every 16 groups the +8 of the codes is taken back, as
+ * 16 lanes of -8 * (activation sum of a group) times the group's scale,
+ * into the same float lanes; the lanes are summed once at the end. Lane
+ * sums are at most 8 * 15 * 128 per group, far inside int32 and exact in
+ * float. The float operations per (row, token) are the same for every
+ * tile shape, so results do not depend on the tiling.
+ */
+KINLINE void i4_tile(const uint8_t *w, size_t ws, const uint8_t *s, size_t ss, bool f16,
+		     const int8_t *a, size_t as, const int32_t *bsum, int64_t ng, float *out,
+		     int64_t ors, const int R, const int T)
+{
+	__m512 acc[4][4];
+	const __m512i nib = _mm512_set1_epi8(0x0f);
+	const size_t pf = prefetch_distance(R, ws);
+	const size_t sb = f16 ? 2 : 4;
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm512_setzero_ps();
+	for (int64_t g0 = 0; g0 < ng; g0 += 16) {
+		const int n = ng - g0 < 16 ? (int)(ng - g0) : 16;
+		float sc[4][16] __attribute__((aligned(64)));
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++)
+			_mm512_store_ps(sc[r], i4_scales16(s + r * ss + (size_t)g0 * sb, f16, n));
+		for (int g = 0; g < n; g++) {
+			const int64_t j = (g0 + g) * 128;
+			__m512i lo[4], hi[4];
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++) {
+				__m512i b = _mm512_loadu_si512(w + r * ws + j / 2);
+				prefetch_at(w, pf + (size_t)r * ws + (size_t)(j / 2));
+				lo[r] = _mm512_and_si512(b, nib);
+				hi[r] = _mm512_and_si512(_mm512_srli_epi16(b, 4), nib);
+			}
+#pragma GCC unroll 4
+			for (int t = 0; t < T; t++) {
+				const __m512i a0 = _mm512_loadu_si512(a + t * as + j);
+				const __m512i a1 = _mm512_loadu_si512(a + t * as + j + 64);
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++) {
+					__m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], a0);
+					d = _mm512_dpbusd_epi32(d, hi[r], a1);
+					acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d),
+								    _mm512_set1_ps(sc[r][g]), acc[r][t]);
+				}
+			}
+		}
+		const __mmask16 m = (__mmask16)((1u << n) - 1);
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			const __m512 off = _mm512_mul_ps(
+				_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, bsum + t * ng + g0)),
+				_mm512_set1_ps(-8.0f));
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				acc[r][t] = _mm512_fmadd_ps(_mm512_load_ps(sc[r]), off, acc[r][t]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			out[r * ors + t] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
+typedef void (*i4_tile_fn)(const uint8_t *w, size_t ws, const uint8_t *s, size_t ss, bool f16,
+			   const int8_t *a, size_t as, const int32_t *bsum, int64_t ng,
+			   float *out, int64_t ors);
+
+#define I4_TILE(name, R, T)                                                                  \
+	static void name(const uint8_t *w, size_t ws, const uint8_t *s, size_t ss, bool f16,  \
+			 const int8_t *a, size_t as, const int32_t *bsum, int64_t ng,          \
+			 float *out, int64_t ors)                                              \
+	{                                                                                    \
+		i4_tile(w, ws, s, ss, f16, a, as, bsum, ng, out, ors, R, T);                 \
+	}
+
+I4_TILE(i4_tile_4x4, 4, 4)
+I4_TILE(i4_tile_4x1, 4, 1)
+I4_TILE(i4_tile_1x4, 1, 4)
+I4_TILE(i4_tile_1x1, 1, 1)
+
+/* 4 x 4 tiles, narrower ones at the edges; tokens outer, as tdot_run. */
+static void i4_dot_avx512(const uint8_t *w, size_t w_stride, const void *scales, size_t s_stride,
+			  bool f16, int64_t nrows, const int8_t *a, size_t a_stride,
+			  const int32_t *bsum, int64_t ntok, int64_t kpad, float *out)
+{
+	const int64_t ng = kpad / 128;
+	const uint8_t *s = scales;
+	for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
+		const int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
+		const int8_t *at = a + t0 * a_stride;
+		const int32_t *bt = bsum + t0 * ng;
+		for (int64_t r0 = 0; r0 < nrows; r0 += 4) {
+			const int64_t nr = nrows - r0 < 4 ? nrows - r0 : 4;
+			const uint8_t *wr = w + r0 * w_stride;
+			const uint8_t *sr = s + r0 * s_stride;
+			float *o = out + r0 * ntok + t0;
+			if (nr == 4 && nt == 4) {
+				i4_tile_4x4(wr, w_stride, sr, s_stride, f16, at, a_stride, bt, ng, o,
+					    ntok);
+			} else if (nr == 4) {
+				for (int64_t t = 0; t < nt; t++)
+					i4_tile_4x1(wr, w_stride, sr, s_stride, f16, at + t * a_stride,
+						    a_stride, bt + t * ng, ng, o + t, ntok);
+			} else if (nt == 4) {
+				for (int64_t r = 0; r < nr; r++)
+					i4_tile_1x4(wr + r * w_stride, w_stride, sr + r * s_stride,
+						    s_stride, f16, at, a_stride, bt, ng, o + r * ntok,
+						    ntok);
+			} else {
+				for (int64_t r = 0; r < nr; r++)
+					for (int64_t t = 0; t < nt; t++)
+						i4_tile_1x1(wr + r * w_stride, w_stride,
+							    sr + r * s_stride, s_stride, f16,
+							    at + t * a_stride, a_stride, bt + t * ng,
+							    ng, o + r * ntok + t, ntok);
+			}
+		}
+	}
+}
+
 /* ---- int8 x int8 ------------------------------------------------------ */
 
 /* Mask of the first n (1..63) bytes of a 64-byte vector. */
@@ -970,6 +1111,7 @@ static const tern_kernels avx512_table = {
 	.t2_dot = t2_dot_avx512,
 	.t3_dot = t3_dot_avx512,
 	.i8_dot = i8_dot_avx512,
+	.i4_dot = i4_dot_avx512,
 	.f32_dot = f32_dot_avx512,
 	.f16_dot = f16_dot_avx512,
 	.bf16_dot = bf16_dot_avx512,

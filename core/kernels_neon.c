@@ -12,6 +12,7 @@
 #endif
 
 #include <arm_neon.h>
+#include <string.h>
 
 #include "core/kernels.h"
 
@@ -164,6 +165,101 @@ static void neon_t3_dot(const uint8_t *w, size_t w_stride, int64_t nrows, const 
 			size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
 	tdot(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out, FAM_T3);
+}
+
+/* ---- 4-bit x int8 ----------------------------------------------------- */
+
+/* Scale g of a row (f16 or f32) as a float. */
+INLINE float i4_scale(const uint8_t *s, bool f16, int64_t g)
+{
+	if (f16) {
+		float16_t h;
+		memcpy(&h, s + 2 * g, 2);
+		return (float)h;
+	}
+	float f;
+	memcpy(&f, s + 4 * g, 4);
+	return f;
+}
+
+/*
+ * One row against nt tokens. SDOT multiplies signed bytes, so the nibbles
+ * become the signed codes q = c - 8 right away and no offset correction
+ * is needed. A group's dot (two int32 chains of 4 lanes, exact) is
+ * converted and multiply-added with the group's scale into 4 float lanes,
+ * summed at the end.
+ */
+INLINE void i4_row(const uint8_t *w, const uint8_t *s, bool f16, const int8_t *const *at,
+		   float *const *ot, int nt, int64_t ng)
+{
+	float32x4_t acc[TILE];
+	UNROLL
+	for (int t = 0; t < nt; t++)
+		acc[t] = vdupq_n_f32(0.0f);
+	const uint8x16_t nib = vdupq_n_u8(15);
+	const int8x16_t eight = vdupq_n_s8(8);
+	for (int64_t g = 0; g < ng; g++) {
+		const uint8_t *wg = w + 64 * g;
+		int8x16_t lo[4], hi[4];
+		UNROLL
+		for (int i = 0; i < 4; i++) {
+			uint8x16_t b = vld1q_u8(wg + 16 * i);
+			lo[i] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(b, nib)), eight);
+			hi[i] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(b, 4)), eight);
+		}
+		const float sc = i4_scale(s, f16, g);
+		UNROLL
+		for (int t = 0; t < nt; t++) {
+			const int8_t *ag = at[t] + 128 * g;
+			int32x4_t d0 = vdupq_n_s32(0), d1 = vdupq_n_s32(0);
+			UNROLL
+			for (int i = 0; i < 4; i += 2) {
+				d0 = vdotq_s32(d0, lo[i], vld1q_s8(ag + 16 * i));
+				d1 = vdotq_s32(d1, lo[i + 1], vld1q_s8(ag + 16 * i + 16));
+				d0 = vdotq_s32(d0, hi[i], vld1q_s8(ag + 64 + 16 * i));
+				d1 = vdotq_s32(d1, hi[i + 1], vld1q_s8(ag + 64 + 16 * i + 16));
+			}
+			acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(vaddq_s32(d0, d1)), sc);
+		}
+	}
+	UNROLL
+	for (int t = 0; t < nt; t++)
+		*ot[t] = vaddvq_f32(acc[t]);
+}
+
+INLINE void i4_tiles(const uint8_t *wr, const uint8_t *sr, bool f16, const int8_t *a,
+		     size_t a_stride, int64_t t0, int nt, int64_t ntok, int64_t r, int64_t ng,
+		     float *out)
+{
+	const int8_t *at[TILE];
+	float *ot[TILE];
+	UNROLL
+	for (int t = 0; t < nt; t++) {
+		at[t] = a + (size_t)(t0 + t) * a_stride;
+		ot[t] = out + r * ntok + t0 + t;
+	}
+	i4_row(wr, sr, f16, at, ot, nt, ng);
+}
+
+static void neon_i4_dot(const uint8_t *w, size_t w_stride, const void *scales, size_t s_stride,
+			bool f16, int64_t nrows, const int8_t *a, size_t a_stride,
+			const int32_t *bsum, int64_t ntok, int64_t kpad, float *out)
+{
+	(void)bsum;
+	const int64_t ng = kpad / 128;
+	for (int64_t r = 0; r < nrows; r++) {
+		const uint8_t *wr = w + (size_t)r * w_stride;
+		const uint8_t *sr = (const uint8_t *)scales + (size_t)r * s_stride;
+		int64_t t0 = 0;
+		for (; t0 + TILE <= ntok; t0 += TILE)
+			i4_tiles(wr, sr, f16, a, a_stride, t0, TILE, ntok, r, ng, out);
+		switch (ntok - t0) {
+		case 3: i4_tiles(wr, sr, f16, a, a_stride, t0, 3, ntok, r, ng, out); break;
+		case 2: i4_tiles(wr, sr, f16, a, a_stride, t0, 2, ntok, r, ng, out); break;
+		case 1: i4_tiles(wr, sr, f16, a, a_stride, t0, 1, ntok, r, ng, out); break;
+		default: break;
+		}
+	}
 }
 
 /* ---- int8 x int8 ------------------------------------------------------ */
@@ -340,6 +436,7 @@ static const tern_kernels neon_kernels = {
 	.t2_dot = neon_t2_dot,
 	.t3_dot = neon_t3_dot,
 	.i8_dot = neon_i8_dot,
+	.i4_dot = neon_i4_dot,
 	.f32_dot = neon_f32_dot,
 	.f16_dot = neon_f16_dot,
 	.bf16_dot = neon_bf16_dot,

@@ -86,6 +86,49 @@ static void i8_dot_scalar(const int8_t *w, size_t w_stride, int64_t nrows, const
 	}
 }
 
+/* Scale g of a row of I4 scales. */
+static float i4_scale(const void *s, bool f16, int64_t g)
+{
+	const uint8_t *p = s;
+	if (f16) {
+		uint16_t h;
+		memcpy(&h, p + 2 * g, 2);
+		return tern_f16_to_f32(h);
+	}
+	float f;
+	memcpy(&f, p + 4 * g, 4);
+	return f;
+}
+
+/* Each group's exact integer sum, then one float multiply-add per group
+ * in group order. */
+static void i4_dot_scalar(const uint8_t *w, size_t w_stride, const void *scales, size_t s_stride,
+			  bool f16, int64_t nrows, const int8_t *a, size_t a_stride,
+			  const int32_t *bsum, int64_t ntok, int64_t kpad, float *out)
+{
+	(void)bsum;
+	const int64_t ng = kpad / 128;
+	for (int64_t r = 0; r < nrows; r++) {
+		const uint8_t *wr = w + r * w_stride;
+		const void *sr = (const uint8_t *)scales + r * s_stride;
+		for (int64_t t = 0; t < ntok; t++) {
+			const int8_t *at = a + t * a_stride;
+			float acc = 0.0f;
+			for (int64_t g = 0; g < ng; g++) {
+				const uint8_t *bytes = wr + 64 * g;
+				const int8_t *ag = at + 128 * g;
+				int32_t raw = 0;
+				for (int m = 0; m < 64; m++) {
+					raw += ((int32_t)(bytes[m] & 15) - 8) * ag[m];
+					raw += ((int32_t)(bytes[m] >> 4) - 8) * ag[64 + m];
+				}
+				acc += (float)raw * i4_scale(sr, f16, g);
+			}
+			out[r * ntok + t] = acc;
+		}
+	}
+}
+
 /* Float dots: one float accumulator, weights converted one at a time. */
 #define FDOT_SCALAR(name, wtype, conv)                                                       \
 	static void name(const void *w, size_t w_stride, int64_t nrows, const float *x,       \
@@ -211,6 +254,7 @@ static const tern_kernels scalar_table = {
 	.t2_dot = t2_dot_scalar,
 	.t3_dot = t3_dot_scalar,
 	.i8_dot = i8_dot_scalar,
+	.i4_dot = i4_dot_scalar,
 	.f32_dot = f32_dot_scalar,
 	.f16_dot = f16_dot_scalar,
 	.bf16_dot = bf16_dot_scalar,

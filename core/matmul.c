@@ -50,7 +50,8 @@ static int64_t round_up4(int64_t n)
 
 static bool is_quantized_weight(tern_dtype d)
 {
-	return d == TERN_DTYPE_I8 || d == TERN_DTYPE_T2 || d == TERN_DTYPE_T3;
+	return d == TERN_DTYPE_I8 || d == TERN_DTYPE_T2 || d == TERN_DTYPE_T3 ||
+	       d == TERN_DTYPE_I4;
 }
 
 static bool is_float_weight(tern_dtype d)
@@ -188,6 +189,7 @@ typedef struct wview {
 	size_t stride;         /* bytes per stored row */
 	int64_t rows, cols, kpad;
 	int64_t blk, nb;       /* scale block (kpad when not per block), blocks per row */
+	int64_t nraw;          /* kernel outputs per row and token: nb (I4: 1 float) */
 	tern_scale_kind kind;
 	const uint8_t *scales;
 	bool f16_scales;
@@ -218,12 +220,14 @@ static int wview_of(tern_ctx *ctx, const tern_tensor *W, wview *v)
 	v->kind = W->q.kind;
 	v->blk = v->kpad;
 	v->nb = 1;
+	v->nraw = 1;
 	if (is_quantized_weight(W->dtype)) {
 		if (W->dtype == TERN_DTYPE_I8 && v->cols > MAX_K_I8)
 			return tern_error(ctx, TERN_E_UNSUPPORTED,
 					  "matmul: int8 rows of %lld values (at most %d)",
 					  (long long)v->cols, MAX_K_I8);
-		if (W->dtype != TERN_DTYPE_I8 && v->kpad > MAX_KPAD_TERNARY)
+		if ((W->dtype == TERN_DTYPE_T2 || W->dtype == TERN_DTYPE_T3) &&
+		    v->kpad > MAX_KPAD_TERNARY)
 			return tern_error(ctx, TERN_E_UNSUPPORTED,
 					  "matmul: ternary rows of %lld weights (at most %d)",
 					  (long long)v->kpad, MAX_KPAD_TERNARY);
@@ -233,6 +237,7 @@ static int wview_of(tern_ctx *ctx, const tern_tensor *W, wview *v)
 						  "matmul: int8 weights with per-block scales");
 			v->blk = W->q.block;
 			v->nb = ceil_div(v->kpad, v->blk);
+			v->nraw = W->dtype == TERN_DTYPE_I4 ? 1 : v->nb;
 		}
 		v->scales = tern_tensor_scales(W);
 		v->f16_scales = W->q.scale_type == TERN_DTYPE_F16;
@@ -336,6 +341,14 @@ static void run_kernel(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64_
 	case TERN_DTYPE_T3:
 		j->kern->t3_dot(wr, w->stride, nr, at, (size_t)a->kpad, nt, w->kpad, w->blk, out);
 		break;
+	case TERN_DTYPE_I4: {
+		/* Block scales, one per 64-byte group, nb per row. */
+		const size_t ssz = w->f16_scales ? 2 : 4;
+		j->kern->i4_dot(wr, w->stride, w->scales + (size_t)r0 * (size_t)w->nb * ssz,
+				(size_t)w->nb * ssz, w->f16_scales, nr, at, (size_t)a->kpad,
+				j->bsum + t0 * w->nb, nt, w->kpad, (float *)out);
+		break;
+	}
 	default:
 		j->kern->i8_dot((const int8_t *)wr, w->stride, nr, at, (size_t)a->kpad, nt, w->cols,
 				out);
@@ -353,6 +366,17 @@ static void finish_tile(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64
 	const tern_qact *a = j->a;
 	const int64_t nb = w->nb;
 	const float wt = w->kind == TERN_SCALE_TENSOR ? scale_get(w, 0) : 0.0f;
+	if (w->dtype == TERN_DTYPE_I4) {
+		/* The kernel applied the weight scales: [nr][nt] floats. */
+		const float *f = (const float *)raw;
+		for (int64_t t = 0; t < nt; t++) {
+			const float as = a->scale[t0 + t];
+			float *yt = j->y + (t0 + t) * j->ldy + r0;
+			for (int64_t r = 0; r < nr; r++)
+				yt[r] = f[r * nt + t] * as;
+		}
+		return;
+	}
 	for (int64_t t = 0; t < nt; t++) {
 		const int64_t tok = t0 + t;
 		const float as = a->scale[tok];
@@ -417,7 +441,7 @@ static int check_qact(tern_ctx *ctx, const wview *w, const tern_qact *a)
 static int q_scratch_need(const wview *w, int64_t n, int nth, const tiling *g, size_t *raw_stride,
 			  size_t *bsum_off, size_t *total)
 {
-	size_t tile = (size_t)(g->tr * g->tt * w->nb);
+	size_t tile = (size_t)(g->tr * g->tt * w->nraw);
 	*raw_stride = align64(tile * 4) / 4;
 	size_t raw_bytes, bsum_bytes;
 	if (tern_size_mul(*raw_stride * 4, (size_t)nth, &raw_bytes) ||
@@ -431,7 +455,7 @@ static tiling q_tiling(const wview *w, int64_t n, int nth, bool raw_mode)
 {
 	if (raw_mode)
 		return tiling_of(w->rows, n, TILE_ROWS, n, nth, false);
-	int64_t tt_max = TERN_MAX(4, TILE_RAW_MAX / (TILE_ROWS * w->nb) / 4 * 4);
+	int64_t tt_max = TERN_MAX(4, TILE_RAW_MAX / (TILE_ROWS * w->nraw) / 4 * 4);
 	return tiling_of(w->rows, n, TILE_ROWS, tt_max, nth, true);
 }
 
@@ -510,8 +534,10 @@ int tern_matmul_raw_i32(tern_ctx *ctx, const tern_tensor *W, const tern_qact *a,
 	int rc = wview_of(ctx, W, &w);
 	if (rc != TERN_OK)
 		return rc;
-	if (!is_quantized_weight(w.dtype))
-		return tern_error(ctx, TERN_E_INVALID, "tern_matmul_raw_i32: %s weights are not integer",
+	if (!is_quantized_weight(w.dtype) || w.dtype == TERN_DTYPE_I4)
+		return tern_error(ctx, TERN_E_INVALID,
+				  "tern_matmul_raw_i32: %s weights have no integer sums (their kernel "
+				  "applies the scales)",
 				  tern_dtype_name(w.dtype));
 	if ((rc = check_qact(ctx, &w, a)) != TERN_OK)
 		return rc;

@@ -1,7 +1,7 @@
 /*
  * pack.c: conversion of one row of ternary values {-1,0,1} to and from the
- * T2 (2-bit) and T3 (base-3, 5 trits per byte) packed layouts described in
- * include/tern/tensor.h. These are the plain reference routines; the
+ * T2 (2-bit) and T3 (base-3, 5 trits per byte) packed layouts, and of 4-bit
+ * values [-8,7] to and from I4, all described in include/tern/tensor.h. These are the plain reference routines; the
  * kernels read the packed bytes directly and never call them per token.
  */
 #include "core/pack.h"
@@ -113,5 +113,34 @@ void tern_t3_unpack_row(const uint8_t *src, int64_t n, int8_t *w)
 			if (j < n)
 				w[j] = (int8_t)(t[p] - 1);
 		}
+	}
+}
+
+/* I4: groups of 64 bytes, weight m in the low nibble of byte m and weight
+ * 64 + m in its high nibble; the nibble is q + 8. */
+#define I4_ALIGN 128
+
+static unsigned i4_nibble(const int8_t *q, int64_t n, int64_t j)
+{
+	int v = j < n ? q[j] : 0;
+	v = v < -8 ? -8 : v > 7 ? 7 : v;
+	return (unsigned)(v + 8);
+}
+
+void tern_i4_pack_row(const int8_t *q, int64_t n, uint8_t *dst)
+{
+	int64_t padded = round_up(n, I4_ALIGN);
+	for (int64_t g = 0; g < padded; g += I4_ALIGN)
+		for (int64_t m = 0; m < 64; m++)
+			dst[g / 2 + m] = (uint8_t)(i4_nibble(q, n, g + m) |
+						   i4_nibble(q, n, g + 64 + m) << 4);
+}
+
+void tern_i4_unpack_row(const uint8_t *src, int64_t n, int8_t *q)
+{
+	for (int64_t j = 0; j < n; j++) {
+		int64_t g = j / I4_ALIGN * I4_ALIGN, m = j - g;
+		uint8_t b = src[g / 2 + m % 64];
+		q[j] = (int8_t)((m < 64 ? b & 15 : b >> 4) - 8);
 	}
 }

@@ -2,7 +2,8 @@
  * quant.c: turning floats into the quantized forms the kernels consume:
  * ternarization of weight matrices (absmean per BitNet b1.58, median per
  * "BitNet b1.58 Reloaded"; per tensor, row or block), exact packing of
- * values that are already ternary. (The int8 quantization of activation
+ * values that are already ternary, and the 4-bit (I4) quantizer with its
+ * small search over block scales. (The int8 quantization of activation
  * rows, tern_quantize_row_i8, lives with the scalar kernels, whose
  * reference it is: core/kernels_scalar.c.)
  */
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/pack.h"
 #include "tern/tensor.h"
 
 /* ---- spans of a quantized matrix ----------------------------------------- */
@@ -322,4 +324,114 @@ int tern_pack_ternary_exact(tern_ctx *ctx, const float *src, tern_tensor *dst)
 		store_scales(dst, &g, scales);
 	free(scales);
 	return rc;
+}
+
+/* ---- 4-bit weights --------------------------------------------------------- */
+
+#define I4_BLOCK 128
+#define I4_QMAX 7
+/* Candidate scales m * (50 - i) / 350: m / 7 shrunk by 2% per step. A
+ * slightly smaller scale than absmax / 7 usually wins: it clips the one
+ * largest value a little and resolves all the others more finely. */
+#define I4_CANDIDATES 11
+
+static float i4_scale_rounded(double d, tern_dtype scale_type)
+{
+	float f = (float)d;
+	return scale_type == TERN_DTYPE_F16 ? tern_f16_to_f32(tern_f32_to_f16(f)) : f;
+}
+
+/* Codes of x [len] under scale d (q = 0 when d is 0) and their squared
+ * error; q must hold len values. */
+static double i4_try(const float *x, int64_t len, float d, int8_t *q)
+{
+	double err = 0.0;
+	for (int64_t i = 0; i < len; i++) {
+		double v = 0.0;
+		if (d != 0.0f) {
+			v = nearbyint((double)x[i] / (double)d);
+			v = v < -I4_QMAX ? -I4_QMAX : v > I4_QMAX ? I4_QMAX : v;
+		}
+		q[i] = (int8_t)v;
+		double e = (double)x[i] - v * (double)d;
+		err += e * e;
+	}
+	return err;
+}
+
+int tern_quantize_row_i4(const float *x, int64_t n, tern_dtype scale_type, uint8_t *codes,
+			 void *scales)
+{
+	if (n < 0 || !x || !codes || !scales ||
+	    (scale_type != TERN_DTYPE_F32 && scale_type != TERN_DTYPE_F16))
+		return TERN_E_INVALID;
+	int8_t best[I4_BLOCK], cand[I4_BLOCK];
+	int64_t nblk = (n + I4_BLOCK - 1) / I4_BLOCK;
+	for (int64_t b = 0; b < nblk; b++) {
+		const float *xb = x + b * I4_BLOCK;
+		int64_t len = TERN_MIN(I4_BLOCK, n - b * I4_BLOCK);
+		float m = 0.0f;
+		for (int64_t i = 0; i < len; i++) {
+			if (!isfinite(xb[i]))
+				return TERN_E_INVALID;
+			m = fmaxf(m, fabsf(xb[i]));
+		}
+		float dbest = 0.0f;
+		memset(best, 0, sizeof best);
+		if (m > 0.0f) {
+			double ebest = INFINITY;
+			for (int i = 0; i < I4_CANDIDATES; i++) {
+				float d = i4_scale_rounded((double)m * (50 - i) / 350.0, scale_type);
+				if (!isfinite(d))
+					return TERN_E_INVALID;
+				double e = i4_try(xb, len, d, cand);
+				if (e < ebest) {
+					ebest = e;
+					dbest = d;
+					memcpy(best, cand, (size_t)len);
+				}
+			}
+		}
+		tern_i4_pack_row(best, len, codes + b * (I4_BLOCK / 2));
+		if (scale_type == TERN_DTYPE_F16) {
+			uint16_t h = tern_f32_to_f16(dbest);
+			memcpy((uint8_t *)scales + 2 * b, &h, 2);
+		} else {
+			memcpy((uint8_t *)scales + 4 * b, &dbest, 4);
+		}
+	}
+	return TERN_OK;
+}
+
+int tern_quantize_i4(tern_ctx *ctx, const float *src, tern_tensor *dst)
+{
+	if (!src || !dst || !dst->data)
+		return tern_error(ctx, TERN_E_INVALID, "quantize i4: NULL source or destination");
+	if (dst->dtype != TERN_DTYPE_I4)
+		return tern_error(ctx, TERN_E_INVALID, "quantize i4: destination dtype is %s",
+				  tern_dtype_name(dst->dtype));
+	size_t need;
+	int rc = tern_tensor_bytes(ctx, dst, &need);
+	if (rc != TERN_OK)
+		return rc;
+	if (dst->nbytes < need)
+		return tern_error(ctx, TERN_E_INVALID,
+				  "quantize i4: tensor holds %zu bytes, its shape needs %zu",
+				  dst->nbytes, need);
+	int64_t rows = tern_tensor_rows(dst), cols = tern_tensor_cols(dst);
+	size_t rb = tern_row_bytes(TERN_DTYPE_I4, cols);
+	size_t sb = (size_t)(tern_row_padded(TERN_DTYPE_I4, cols) / I4_BLOCK) *
+		    (dst->q.scale_type == TERN_DTYPE_F16 ? 2 : 4);
+	uint8_t *scales = (uint8_t *)dst->data + (size_t)rows * rb;
+	for (int64_t r = 0; r < rows; r++) {
+		rc = tern_quantize_row_i4(src + (size_t)r * (size_t)cols, cols, dst->q.scale_type,
+					  (uint8_t *)dst->data + (size_t)r * rb,
+					  scales + (size_t)r * sb);
+		if (rc != TERN_OK)
+			return tern_error(ctx, rc,
+					  "quantize i4: row %lld holds a non-finite value or one whose "
+					  "scale overflows %s",
+					  (long long)r, tern_dtype_name(dst->q.scale_type));
+	}
+	return TERN_OK;
 }

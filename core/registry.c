@@ -559,10 +559,10 @@ static int convert_opts(tern_ctx *ctx, const tern_convert_opts *in, tern_convert
 	    f != TERN_DTYPE_COUNT)
 		return tern_error(ctx, TERN_E_INVALID,
 				  "convert: float type must be f32, f16, bf16 or keep");
-	if (h != TERN_DTYPE_I8 && h != TERN_DTYPE_F32 && h != TERN_DTYPE_F16 &&
-	    h != TERN_DTYPE_BF16 && h != TERN_DTYPE_COUNT)
+	if (h != TERN_DTYPE_I8 && h != TERN_DTYPE_I4 && h != TERN_DTYPE_F32 &&
+	    h != TERN_DTYPE_F16 && h != TERN_DTYPE_BF16 && h != TERN_DTYPE_COUNT)
 		return tern_error(ctx, TERN_E_INVALID,
-				  "convert: head type must be i8, f32, f16, bf16 or as the floats");
+				  "convert: head type must be i8, i4, f32, f16, bf16 or as the floats");
 	return TERN_OK;
 }
 

@@ -137,6 +137,31 @@ static int fill_i8(void *user, const tern_tensor *desc, void *dst)
 	return TERN_OK;
 }
 
+/* 4-bit: codes rows, then one f16 scale per 128 weights of each row
+ * (tern_quantize_row_i4). */
+static int fill_i4(void *user, const tern_tensor *desc, void *dst)
+{
+	job *j = user;
+	const tern_tensor *s = j->src;
+	const tern_type_traits *from = tern_type_traits_of(s->dtype);
+	int64_t rows = tern_tensor_rows(s), cols = tern_tensor_cols(s);
+	(void)desc; /* planned from s: I4, block(128) f16 scales */
+	size_t sb = tern_row_bytes(s->dtype, cols), db = tern_row_bytes(TERN_DTYPE_I4, cols);
+	size_t ssz = db / 64 * 2;
+	float *row = j->conv->row;
+	uint8_t *scales = (uint8_t *)dst + (size_t)rows * db;
+	for (int64_t r = 0; r < rows; r++) {
+		from->row_to_float((const uint8_t *)s->data + (size_t)r * sb, row, cols);
+		if (tern_quantize_row_i4(row, cols, TERN_DTYPE_F16, (uint8_t *)dst + (size_t)r * db,
+					 scales + (size_t)r * ssz) != TERN_OK)
+			return tern_error(j->conv->ctx, TERN_E_INVALID,
+					  "tensor '%s' row %lld: a non-finite value or one too large "
+					  "for 4-bit codes with f16 scales",
+					  s->name, (long long)r);
+	}
+	return TERN_OK;
+}
+
 /* ---- planning ---------------------------------------------------------- */
 
 static int add_one(tern_gguf_conv *c, const tern_convert_opts *o, tern_writer *w, size_t i)
@@ -182,6 +207,10 @@ static int add_one(tern_gguf_conv *c, const tern_convert_opts *o, tern_writer *w
 	if (want == TERN_DTYPE_I8) {
 		desc.q = (tern_qparams){ TERN_SCALE_ROW, 0, TERN_DTYPE_F32 };
 		return tern_writer_add_tensor_fn(w, &desc, fill_i8, j);
+	}
+	if (want == TERN_DTYPE_I4) {
+		desc.q = (tern_qparams){ TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16 };
+		return tern_writer_add_tensor_fn(w, &desc, fill_i4, j);
 	}
 	return tern_writer_add_tensor_fn(w, &desc, fill_float, j);
 }

@@ -112,19 +112,20 @@ static int read_scale(const reader *r, const tern_meta *e, tern_qparams *q)
 	return TERN_OK;
 }
 
-/* Ternary packings are spelled out in the file so a reader built for
- * another layout refuses the data instead of misreading it. */
+/* Packed layouts (T2, T3, I4: group > 1) are spelled out in the file so a
+ * reader built for another layout refuses the data instead of misreading
+ * it. */
 static int read_packing(const reader *r, const tern_meta *e, tern_dtype dtype)
 {
 	const tern_type_traits *tr = tern_type_traits_of(dtype);
 	const tern_meta *p = tern_meta_get(e, "packing");
-	if (!tr->ternary) {
+	if (tr->group <= 1) {
 		if (p)
-			return terr(r, TERN_E_FORMAT, "\"packing\" given for a non-ternary dtype");
+			return terr(r, TERN_E_FORMAT, "\"packing\" given for a dtype that is not packed");
 		return TERN_OK;
 	}
 	if (tern_meta_type_of(p) != TERN_META_OBJECT)
-		return terr(r, TERN_E_FORMAT, "ternary tensor has no \"packing\" object");
+		return terr(r, TERN_E_FORMAT, "packed (ternary or i4) tensor has no \"packing\" object");
 	const struct {
 		const char *key;
 		uint64_t want;
@@ -707,7 +708,7 @@ static tern_meta *entry_meta(const wtensor *wt)
 		}
 		tern_meta_free(s);
 	}
-	if (rc == TERN_OK && tr->ternary) {
+	if (rc == TERN_OK && tr->group > 1) {
 		tern_meta *p = tern_meta_new_object();
 		rc = p ? tern_meta_set(p, "group", tern_meta_new_uint(tr->group)) : TERN_E_NOMEM;
 		if (rc == TERN_OK)

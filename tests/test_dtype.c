@@ -13,7 +13,7 @@
 
 static const tern_dtype all_types[] = { TERN_DTYPE_F32, TERN_DTYPE_F16, TERN_DTYPE_BF16,
 					TERN_DTYPE_I8,  TERN_DTYPE_I32, TERN_DTYPE_T2,
-					TERN_DTYPE_T3 };
+					TERN_DTYPE_T3, TERN_DTYPE_I4 };
 #define N_TYPES (sizeof all_types / sizeof all_types[0])
 
 static uint32_t fbits(float f)
@@ -65,6 +65,11 @@ Test(dtype, traits_rows_are_complete)
 	cr_assert_eq(t3->group, 320);
 	cr_assert_eq(t3->group_bytes, 64);
 	cr_assert_eq(t3->row_align, 160);
+	const tern_type_traits *i4 = tern_type_traits_of(TERN_DTYPE_I4);
+	cr_assert(!i4->ternary && i4->quantized);
+	cr_assert_eq(i4->group, 128);
+	cr_assert_eq(i4->group_bytes, 64);
+	cr_assert_eq(i4->row_align, 128);
 }
 
 Test(dtype, row_sizes_of_real_model_widths)
@@ -458,6 +463,7 @@ static void random_row(tu_rng *r, tern_dtype dt, float *x, int64_t n)
 		case TERN_DTYPE_BF16: x[i] = tern_bf16_to_f32((uint16_t)tu_int(r, 0, 0x7f7f)); break;
 		case TERN_DTYPE_I8: x[i] = (float)tu_int(r, -128, 127); break;
 		case TERN_DTYPE_I32: x[i] = (float)tu_int(r, -16777216, 16777216); break;
+		case TERN_DTYPE_I4: x[i] = (float)tu_int(r, -8, 7); break;
 		default: x[i] = (float)tu_int(r, -1, 1); break;
 		}
 		if (dt == TERN_DTYPE_F16 && x[i] != x[i])
@@ -561,4 +567,54 @@ Test(dtype, scaled_i8_rows_dequantize_with_their_span_scale)
 			free(sc);
 			tern_tensor_free(t);
 		}
+}
+
+Test(dtype, i4_sizes_rounding_and_block_scales)
+{
+	/* The BitNet-2B4T head: 128256 x 2560 at 4 bits plus one f16 scale
+	 * per 128 weights (4.125 bits per weight). */
+	tern_qparams q = { TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16 };
+	size_t bytes;
+	cr_assert_eq(tern_matrix_bytes(TERN_DTYPE_I4, &q, 128256, 2560, &bytes), TERN_OK);
+	cr_assert_eq(bytes, (size_t)128256 * 1280 + (size_t)128256 * 20 * 2);
+	cr_assert_eq(tern_row_bytes(TERN_DTYPE_I4, 129), 128);
+	/* Only block(128) scales. */
+	tern_qparams bad[] = { { TERN_SCALE_NONE, 0, TERN_DTYPE_F32 },
+			       { TERN_SCALE_ROW, 0, TERN_DTYPE_F32 },
+			       { TERN_SCALE_TENSOR, 0, TERN_DTYPE_F16 },
+			       { TERN_SCALE_BLOCK, 256, TERN_DTYPE_F16 } };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		cr_assert_eq(tern_qparams_check(NULL, TERN_DTYPE_I4, &bad[i]), TERN_E_INVALID);
+	cr_assert_eq(tern_qparams_check(NULL, TERN_DTYPE_I4, NULL), TERN_E_INVALID);
+	/* row_from_float: ties to even, saturation, NaN -> 0. */
+	const tern_type_traits *i4 = tern_type_traits_of(TERN_DTYPE_I4);
+	float x[7] = { 2.5f, -2.5f, 30.0f, -30.0f, 0.4f, NAN, -7.5f };
+	int8_t want[7] = { 2, -2, 7, -8, 0, 0, -8 }, back[7];
+	uint8_t row[64];
+	i4->row_from_float(x, row, 7);
+	i4->row_to_i8(row, back, 7);
+	cr_assert_arr_eq(back, want, 7);
+	/* tern_tensor_row_to_float applies each 128-block's scale. */
+	int64_t shape[2] = { 2, 300 };
+	tern_tensor *t;
+	cr_assert_eq(tern_tensor_new(NULL, TERN_DTYPE_I4, &q, 2, shape, &t), TERN_OK);
+	int8_t v[300];
+	for (int64_t r = 0; r < 2; r++) {
+		for (int64_t c = 0; c < 300; c++)
+			v[c] = (int8_t)((c * 7 + r) % 16 - 8);
+		i4->row_from_i8(v, (uint8_t *)t->data + r * 192, 300);
+	}
+	uint8_t *s = (uint8_t *)tern_tensor_scales(t);
+	for (int i = 0; i < 6; i++) {
+		uint16_t h = tern_f32_to_f16(0.25f * (float)(i + 1));
+		memcpy(s + 2 * i, &h, 2);
+	}
+	float y[300];
+	for (int64_t r = 0; r < 2; r++) {
+		tern_tensor_row_to_float(t, r, y);
+		for (int64_t c = 0; c < 300; c++)
+			cr_assert_eq(y[c], (float)((c * 7 + r) % 16 - 8) * 0.25f *
+						   (float)(r * 3 + c / 128 + 1));
+	}
+	tern_tensor_free(t);
 }

@@ -922,3 +922,345 @@ Test(kernels, bad_arguments_fail_with_a_message)
 	tern_tensor_free(W);
 	tern_ctx_free(ctx);
 }
+
+/* ---- I4 ------------------------------------------------------------------ */
+
+Test(kernels, i4_pack_unpack_round_trips_and_pads_with_nibble_8)
+{
+	tu_rng rng = tu_rng_new(21);
+	int8_t q[704], back[768];
+	uint8_t packed[384];
+	for (int64_t n = 1; n <= 700; n++) {
+		for (int64_t j = 0; j < n; j++)
+			q[j] = (int8_t)tu_int(&rng, -8, 7);
+		int64_t padded = tern_row_padded(TERN_DTYPE_I4, n);
+		cr_assert_eq(padded % 128, 0);
+		cr_assert_eq(tern_row_bytes(TERN_DTYPE_I4, n), (size_t)(padded / 2));
+		memset(packed, 0xAA, sizeof packed);
+		tern_i4_pack_row(q, n, packed);
+		tern_i4_unpack_row(packed, padded, back);
+		cr_assert_eq(memcmp(q, back, (size_t)n), 0, "n=%lld", (long long)n);
+		for (int64_t j = n; j < padded; j++)
+			cr_assert_eq(back[j], 0, "n=%lld pad %lld", (long long)n, (long long)j);
+		/* The layout as FORMAT.md states it: byte m of a group holds
+		 * weight m (low nibble) and 64 + m (high nibble), as q + 8. */
+		for (int64_t j = 0; j < n; j++) {
+			int64_t g = j / 128, m = j % 128;
+			uint8_t b = packed[64 * g + m % 64];
+			cr_assert_eq((m < 64 ? b & 15 : b >> 4), q[j] + 8);
+		}
+	}
+	/* Out-of-range values saturate. */
+	int8_t wide[2] = { -100, 100 };
+	tern_i4_pack_row(wide, 2, packed);
+	tern_i4_unpack_row(packed, 2, back);
+	cr_assert(back[0] == -8 && back[1] == 7);
+}
+
+/* One I4 kernel case: rows x k random codes (every nibble, pad nibbles
+ * random too: readers accept any pad, and the activations' pad is 0),
+ * random scales, ntok quantized token rows with their group sums. */
+typedef struct i4case {
+	int64_t rows, k, kpad, ng, ntok;
+	size_t ws, ss, as;
+	bool f16;
+	uint8_t *w, *s;
+	int8_t *a;
+	int32_t *bsum;
+	double *ref, *mag; /* [rows][ntok] */
+} i4case;
+
+static double i4_scale_of(const i4case *c, int64_t r, int64_t g)
+{
+	const uint8_t *p = c->s + (size_t)r * c->ss;
+	if (c->f16) {
+		uint16_t h;
+		memcpy(&h, p + 2 * g, 2);
+		return tern_f16_to_f32(h);
+	}
+	float f;
+	memcpy(&f, p + 4 * g, 4);
+	return f;
+}
+
+static void i4case_make(i4case *c, int64_t rows, int64_t k, int64_t ntok, bool f16, int extreme,
+			tu_rng *rng)
+{
+	memset(c, 0, sizeof *c);
+	c->rows = rows;
+	c->k = k;
+	c->kpad = tern_row_padded(TERN_DTYPE_I4, k);
+	c->ng = c->kpad / 128;
+	c->ntok = ntok;
+	c->f16 = f16;
+	c->ws = (size_t)(c->kpad / 2) + (size_t)tu_int(rng, 0, 2) * 16; /* strides wider than rows */
+	c->ss = (size_t)c->ng * (f16 ? 2 : 4) + (size_t)tu_int(rng, 0, 2) * 4;
+	c->as = (size_t)c->kpad + (size_t)tu_int(rng, 0, 2) * 32;
+	c->w = malloc((size_t)rows * c->ws);
+	c->s = malloc((size_t)rows * c->ss);
+	c->a = calloc((size_t)ntok, c->as);
+	c->bsum = calloc((size_t)(ntok * c->ng), sizeof(int32_t));
+	c->ref = calloc((size_t)(rows * ntok), sizeof(double));
+	c->mag = calloc((size_t)(rows * ntok), sizeof(double));
+	for (size_t i = 0; i < (size_t)rows * c->ws; i++)
+		c->w[i] = extreme ? 0x00 : (uint8_t)tu_int(rng, 0, 255); /* 0x00: q = -8 */
+	for (int64_t r = 0; r < rows; r++)
+		for (int64_t g = 0; g < c->ng; g++) {
+			float f = (float)(1e-3 * tu_int(rng, 1, 4000));
+			if (tu_int(rng, 0, 7) == 0)
+				f = -f; /* the kernels must not assume a sign */
+			uint8_t *p = c->s + (size_t)r * c->ss;
+			if (f16) {
+				uint16_t h = tern_f32_to_f16(f);
+				memcpy(p + 2 * g, &h, 2);
+			} else {
+				memcpy(p + 4 * g, &f, 4);
+			}
+		}
+	for (int64_t t = 0; t < ntok; t++)
+		for (int64_t j = 0; j < k; j++) /* past k: zero, as quantized rows are */
+			c->a[(size_t)t * c->as + (size_t)j] =
+				extreme ? -128 : (int8_t)tu_int(rng, -128, 127);
+	for (int64_t t = 0; t < ntok; t++)
+		for (int64_t j = 0; j < c->kpad; j++)
+			c->bsum[t * c->ng + j / 128] += c->a[(size_t)t * c->as + (size_t)j];
+	/* Independent reference: dequantize weight by weight, dot in double. */
+	int8_t *q = malloc((size_t)c->kpad);
+	for (int64_t r = 0; r < rows; r++) {
+		tern_i4_unpack_row(c->w + (size_t)r * c->ws, c->kpad, q);
+		for (int64_t t = 0; t < ntok; t++) {
+			double sum = 0, mag = 0;
+			for (int64_t j = 0; j < c->kpad; j++) {
+				double sw = i4_scale_of(c, r, j / 128);
+				double av = c->a[(size_t)t * c->as + (size_t)j];
+				sum += q[j] * sw * av;
+				/* Kernels that multiply the unsigned nibble q + 8 see
+				 * terms up to (|q| + 8) |a| before the offset cancels. */
+				mag += (fabs((double)q[j]) + 8.0) * fabs(sw * av);
+			}
+			c->ref[r * ntok + t] = sum;
+			c->mag[r * ntok + t] = mag;
+		}
+	}
+	free(q);
+}
+
+static void i4case_free(i4case *c)
+{
+	free(c->w);
+	free(c->s);
+	free(c->a);
+	free(c->bsum);
+	free(c->ref);
+	free(c->mag);
+}
+
+static float *i4_run(const tern_kernels *kt, const i4case *c)
+{
+	float *out = malloc(sizeof(float) * (size_t)(c->rows * c->ntok));
+	for (int64_t i = 0; i < c->rows * c->ntok; i++)
+		out[i] = NAN; /* every output must be written */
+	kt->i4_dot(c->w, c->ws, c->s, c->ss, c->f16, c->rows, c->a, c->as, c->bsum, c->ntok,
+		   c->kpad, out);
+	return out;
+}
+
+/* Float error bound: each path sums ng group products (and, where it uses
+ * the unsigned nibble, as many offset terms) in its own order over at
+ * most 16 lanes, so (2 ng + 16 + 2) * FLT_EPSILON relative to the sum of
+ * |terms| (mag) covers every path's recursive summation; the group sums
+ * themselves are exact integers. */
+static double i4_bound(const i4case *c, int64_t i)
+{
+	return (double)(2 * c->ng + 18) * FLT_EPSILON * c->mag[i];
+}
+
+static const int64_t i4_k_list[] = { 1, 7, 127, 128, 129, 255, 256, 300, 1152, 2049, 2560, 4304 };
+
+Test(kernels, i4_every_path_matches_double_dequantized_dot)
+{
+	tu_rng rng = tu_rng_new(22);
+	for (int p = 0; p < TERN_KERNEL_COUNT; p++) {
+		const tern_kernels *kt = tern_kernels_get((tern_kernel_path)p);
+		if (!kt)
+			continue;
+		for (size_t ki = 0; ki < sizeof i4_k_list / sizeof i4_k_list[0]; ki++)
+			for (int f16 = 0; f16 < 2; f16++) {
+				i4case c;
+				/* Odd row counts and 1..9 tokens cover every tile edge. */
+				i4case_make(&c, tu_int(&rng, 1, 11), i4_k_list[ki], tu_int(&rng, 1, 9),
+					    f16, 0, &rng);
+				float *out = i4_run(kt, &c);
+				for (int64_t i = 0; i < c.rows * c.ntok; i++)
+					cr_assert(fabs(out[i] - c.ref[i]) <= i4_bound(&c, i),
+						  "%s k=%lld f16=%d out[%lld] = %.9g, reference %.9g",
+						  tern_kernel_path_name((tern_kernel_path)p),
+						  (long long)c.k, f16, (long long)i, out[i], c.ref[i]);
+				free(out);
+				i4case_free(&c);
+			}
+	}
+}
+
+Test(kernels, i4_simd_paths_agree_with_scalar_and_do_not_depend_on_tiling)
+{
+	tu_rng rng = tu_rng_new(23);
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	const tern_kernels *ks = tern_kernels_get(TERN_KERNEL_SCALAR);
+	for (int pi = -1; pi < np; pi++) {
+		const tern_kernels *kt = pi < 0 ? ks : tern_kernels_get(paths[pi]);
+		for (int extreme = 0; extreme < 2; extreme++)
+			for (int64_t nt = 1; nt <= 9; nt++) {
+				i4case c;
+				i4case_make(&c, 2 * nt + 1, extreme ? 4304 : 1000 + 37 * nt, nt, nt & 1,
+					    extreme, &rng);
+				float *all = i4_run(kt, &c);
+				float *ref = i4_run(ks, &c);
+				for (int64_t i = 0; i < c.rows * c.ntok; i++)
+					cr_assert(fabs(all[i] - ref[i]) <= 2 * i4_bound(&c, i),
+						  "%s vs scalar, tokens %lld out[%lld]: %.9g vs %.9g",
+						  tern_kernel_path_name(kt->path), (long long)nt,
+						  (long long)i, all[i], ref[i]);
+				if (extreme)
+					/* All q = -8, a = -128: the result is exact. */
+					for (int64_t i = 0; i < c.rows * c.ntok; i++)
+						cr_assert(fabs(all[i] - c.ref[i]) <= i4_bound(&c, i));
+				/* One row and one token at a time: bit for bit the same. */
+				for (int64_t r = 0; r < c.rows; r++)
+					for (int64_t t = 0; t < c.ntok; t++) {
+						float one;
+						kt->i4_dot(c.w + (size_t)r * c.ws, c.ws,
+							   c.s + (size_t)r * c.ss, c.ss, c.f16, 1,
+							   c.a + (size_t)t * c.as, c.as,
+							   c.bsum + t * c.ng, 1, c.kpad, &one);
+						cr_assert(memcmp(&one, &all[r * c.ntok + t], sizeof one) == 0,
+							  "%s r=%lld t=%lld: %.9g alone, %.9g in a tile",
+							  tern_kernel_path_name(kt->path), (long long)r,
+							  (long long)t, one, all[r * c.ntok + t]);
+					}
+				free(all);
+				free(ref);
+				i4case_free(&c);
+			}
+	}
+}
+
+/* An I4 tensor of random codes and block scales; vals [rows][cols]. */
+static tern_tensor *i4_tensor(tern_dtype scale_type, int64_t rows, int64_t cols, tu_rng *rng,
+			      int8_t *vals)
+{
+	tern_qparams qp = { TERN_SCALE_BLOCK, 128, scale_type };
+	int64_t shape[2] = { rows, cols };
+	tern_tensor *t = NULL;
+	cr_assert_eq(tern_tensor_new(NULL, TERN_DTYPE_I4, &qp, 2, shape, &t), TERN_OK);
+	size_t rb = tern_row_bytes(TERN_DTYPE_I4, cols);
+	for (int64_t r = 0; r < rows; r++) {
+		for (int64_t j = 0; j < cols; j++)
+			vals[r * cols + j] = (int8_t)tu_int(rng, -8, 7);
+		tern_i4_pack_row(vals + r * cols, cols, (uint8_t *)t->data + r * rb);
+	}
+	size_t ns = 0;
+	cr_assert_eq(tern_scale_count(TERN_DTYPE_I4, &qp, rows, cols, &ns), TERN_OK);
+	uint8_t *s = (uint8_t *)t->data + (size_t)rows * rb;
+	for (size_t i = 0; i < ns; i++) {
+		float f = 0.01f + 0.1f * (float)tu_int(rng, 0, 1000) / 1000.0f;
+		if (scale_type == TERN_DTYPE_F16) {
+			uint16_t h = tern_f32_to_f16(f);
+			memcpy(s + 2 * i, &h, 2);
+		} else {
+			memcpy(s + 4 * i, &f, 4);
+		}
+	}
+	return t;
+}
+
+Test(kernels, matmul_i4_matches_double_reference_on_every_path_and_thread_count)
+{
+	/* Bound: as i4_bound, with 4 more roundings for the activation
+	 * scale; 1e-5 relative to sum (|q| + 8) |w a| covers ng up to ~40. */
+	tu_rng rng = tu_rng_new(24);
+	static const int64_t ks[] = { 7, 129, 480, 2560, 4304 };
+	for (int p = 0; p < TERN_KERNEL_COUNT; p++) {
+		if (!tern_kernel_available((tern_kernel_path)p))
+			continue;
+		tern_ctx *c1 = ctx_with(1, (tern_kernel_path)p), *c2 = ctx_with(2, (tern_kernel_path)p);
+		for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+			for (int f16 = 0; f16 < 2; f16++) {
+				int64_t k = ks[ki], rows = tu_int(&rng, 1, 150), n = tu_int(&rng, 1, 11);
+				int8_t *vals = malloc((size_t)(rows * k));
+				tern_tensor *W = i4_tensor(f16 ? TERN_DTYPE_F16 : TERN_DTYPE_F32, rows, k,
+							   &rng, vals);
+				float *x = malloc(sizeof(float) * (size_t)(n * k));
+				for (int64_t i = 0; i < n * k; i++)
+					x[i] = tu_normal(&rng);
+				tern_qact a;
+				cr_assert_eq(tern_qact_quantize(c1, 1, TERN_DTYPE_I4, x, n, k, k,
+								TERN_ACTQ_MUL, TERN_ROUND_EVEN, &a),
+					     TERN_OK);
+				float *y0 = malloc(sizeof(float) * (size_t)(n * rows));
+				float *y1 = malloc(sizeof(float) * (size_t)(n * rows));
+				float *y2 = malloc(sizeof(float) * (size_t)(n * rows));
+				cr_assert_eq(tern_matmul_q(c1, W, &a, y0, rows), TERN_OK);
+				cr_assert_eq(tern_matmul_q(c2, W, &a, y1, rows), TERN_OK);
+				/* tern_matmul quantizes x the same way itself. */
+				cr_assert_eq(tern_matmul(c2, W, x, n, k, y2, rows), TERN_OK);
+				cr_assert_eq(memcmp(y0, y1, sizeof(float) * (size_t)(n * rows)), 0);
+				cr_assert_eq(memcmp(y0, y2, sizeof(float) * (size_t)(n * rows)), 0);
+				for (int64_t t = 0; t < n; t++)
+					for (int64_t r = 0; r < rows; r++) {
+						double s = 0, m = 0;
+						for (int64_t j = 0; j < k; j++) {
+							double term = (double)a.q[t * a.kpad + j] *
+								      tern_tensor_scale_at(W, r, j) *
+								      a.scale[t];
+							s += vals[r * k + j] * term;
+							m += (fabs((double)vals[r * k + j]) + 8) * fabs(term);
+						}
+						cr_assert(fabs(y0[t * rows + r] - s) <= 1e-5 * m + 1e-30,
+							  "%s k=%lld f16=%d t=%lld r=%lld: %g vs %g",
+							  tern_kernel_path_name((tern_kernel_path)p),
+							  (long long)k, f16, (long long)t, (long long)r,
+							  y0[t * rows + r], s);
+					}
+				free(vals);
+				free(x);
+				free(y0);
+				free(y1);
+				free(y2);
+				tern_tensor_free(W);
+			}
+		tern_ctx_free(c1);
+		tern_ctx_free(c2);
+	}
+}
+
+Test(kernels, i4_refuses_raw_sums_and_scale_kinds_other_than_block_128)
+{
+	tu_rng rng = tu_rng_new(25);
+	tern_ctx *ctx = ctx_with(1, TERN_KERNEL_SCALAR);
+	int8_t vals[4 * 200];
+	tern_tensor *W = i4_tensor(TERN_DTYPE_F32, 4, 200, &rng, vals);
+	float x[200] = { 1.0f };
+	tern_qact a;
+	cr_assert_eq(tern_qact_quantize(ctx, 1, TERN_DTYPE_I4, x, 1, 200, 200, TERN_ACTQ_MUL,
+					TERN_ROUND_EVEN, &a),
+		     TERN_OK);
+	int32_t raw[8];
+	cr_assert_eq(tern_matmul_raw_i32(ctx, W, &a, raw), TERN_E_INVALID);
+	cr_assert(strstr(tern_ctx_errmsg(ctx), "i4") != NULL);
+	float y[4];
+	W->q = (tern_qparams){ TERN_SCALE_ROW, 0, TERN_DTYPE_F32 };
+	cr_assert_eq(tern_matmul(ctx, W, x, 1, 200, y, 4), TERN_E_INVALID);
+	cr_assert(strstr(tern_ctx_errmsg(ctx), "block scales of 128") != NULL,
+		  "%s", tern_ctx_errmsg(ctx));
+	W->q = (tern_qparams){ TERN_SCALE_BLOCK, 256, TERN_DTYPE_F32 };
+	cr_assert_eq(tern_matmul(ctx, W, x, 1, 200, y, 4), TERN_E_INVALID);
+	W->q = (tern_qparams){ TERN_SCALE_BLOCK, 128, TERN_DTYPE_F32 };
+	W->nbytes -= 1;
+	cr_assert_eq(tern_matmul(ctx, W, x, 1, 200, y, 4), TERN_E_INVALID);
+	W->nbytes += 1;
+	cr_assert_eq(tern_matmul(ctx, W, x, 1, 200, y, 4), TERN_OK);
+	tern_tensor_free(W);
+	tern_ctx_free(ctx);
+}

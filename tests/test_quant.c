@@ -1,12 +1,14 @@
 /*
  * test_quant.c: ternarization (absmean and median; per tensor, row and
- * block), exact packing of ternary-valued floats, and int8 absmax
- * activation quantization, each against an independent computation in
- * this file. Everything is compared exactly (no tolerance): the reference
+ * block), exact packing of ternary-valued floats, int8 absmax
+ * activation quantization and the I4 block quantizer, each against an
+ * independent computation in this file. Everything is compared exactly (no tolerance): the reference
  * evaluates the same float expressions in the same order (absmean sums
  * |x| in double, element by element), so any difference is a bug.
  */
 #include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tern/tensor.h"
@@ -287,6 +289,163 @@ Test(quant, pack_exact_rejects_values_that_are_not_ternary)
 	x[150] = 0.1f; /* ternary, but 0.1 has no exact f16 */
 	cr_assert_eq(tern_pack_ternary_exact(ctx, x, t), TERN_E_INVALID);
 	cr_assert(strstr(tern_ctx_errmsg(ctx), "f16") != NULL, "%s", tern_ctx_errmsg(ctx));
+	tern_tensor_free(t);
+	tern_ctx_free(ctx);
+}
+
+/* ---- I4 -------------------------------------------------------------------- */
+
+/* Squared error of x [len] coded as q (unpacked from codes) times d. */
+static double i4_err(const float *x, int64_t len, const uint8_t *codes, float d)
+{
+	double e = 0;
+	for (int64_t j = 0; j < len; j++) {
+		uint8_t b = codes[j % 64];
+		int q = (j < 64 ? b & 15 : b >> 4) - 8;
+		double diff = (double)x[j] - q * (double)d;
+		e += diff * diff;
+	}
+	return e;
+}
+
+static float i4_scale_at(const void *scales, int f16, int64_t b)
+{
+	if (f16) {
+		uint16_t h;
+		memcpy(&h, (const uint8_t *)scales + 2 * b, 2);
+		return tern_f16_to_f32(h);
+	}
+	float f;
+	memcpy(&f, (const uint8_t *)scales + 4 * b, 4);
+	return f;
+}
+
+Test(quant, i4_blocks_pick_the_least_error_candidate_never_worse_than_absmax)
+{
+	tu_rng r = tu_rng_new(41);
+	static const int64_t ns[] = { 1, 5, 127, 128, 129, 300, 2560 };
+	int wins = 0, blocks = 0;
+	for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+		for (int f16 = 0; f16 < 2; f16++)
+			for (int rep = 0; rep < 4; rep++) {
+				int64_t n = ns[ni], nb = (n + 127) / 128;
+				float *x = malloc(sizeof(float) * (size_t)n);
+				for (int64_t j = 0; j < n; j++)
+					x[j] = tu_normal(&r) * (rep == 3 ? 1e-3f : 0.05f);
+				uint8_t *codes = malloc((size_t)(nb * 64));
+				uint8_t scales[4 * 32];
+				memset(codes, 0x11, (size_t)(nb * 64));
+				cr_assert_eq(tern_quantize_row_i4(x, n,
+								  f16 ? TERN_DTYPE_F16 : TERN_DTYPE_F32,
+								  codes, scales),
+					     TERN_OK);
+				for (int64_t b = 0; b < nb; b++) {
+					const float *xb = x + b * 128;
+					int64_t len = n - b * 128 < 128 ? n - b * 128 : 128;
+					float m = 0;
+					for (int64_t j = 0; j < len; j++)
+						m = fmaxf(m, fabsf(xb[j]));
+					float d = i4_scale_at(scales, f16, b);
+					/* Recompute every candidate independently: the
+					 * stored codes must be the rounding of x / d, and
+					 * no candidate may do better. */
+					double best = INFINITY;
+					int besti = -1;
+					for (int i = 0; i <= 10; i++) {
+						float di = (float)((double)m * (50 - i) / 350.0);
+						if (f16)
+							di = tern_f16_to_f32(tern_f32_to_f16(di));
+						double e = 0;
+						for (int64_t j = 0; j < len; j++) {
+							double q = nearbyint((double)xb[j] / di);
+							q = q < -7 ? -7 : q > 7 ? 7 : q;
+							double diff = xb[j] - q * (double)di;
+							e += diff * diff;
+						}
+						if (e < best) {
+							best = e;
+							besti = i;
+						}
+					}
+					double got = i4_err(xb, len, codes + b * 64, d);
+					cr_assert_eq(got, best, "n=%lld block %lld: %g vs best %g", (long long)n,
+						     (long long)b, got, best);
+					float d0 = (float)((double)m / 7.0);
+					if (f16)
+						d0 = tern_f16_to_f32(tern_f32_to_f16(d0));
+					/* The absmax / 7 candidate's own error bounds it. */
+					double e0 = 0;
+					for (int64_t j = 0; j < len; j++) {
+						double q = nearbyint((double)xb[j] / d0);
+						q = q < -7 ? -7 : q > 7 ? 7 : q;
+						double diff = xb[j] - q * (double)d0;
+						e0 += diff * diff;
+					}
+					cr_assert(got <= e0);
+					wins += besti > 0;
+					blocks++;
+					/* Codes are in [-7, 7] and the pad is q = 0. */
+					for (int64_t j = 0; j < 128; j++) {
+						uint8_t c = (j < 64 ? codes[b * 64 + j] & 15
+								    : codes[b * 64 + j % 64] >> 4);
+						cr_assert(c >= 1 && c <= 15);
+						if (j >= len)
+							cr_assert_eq(c, 8, "pad nibble %lld", (long long)j);
+					}
+				}
+				free(x);
+				free(codes);
+			}
+	/* On Gaussian data a shrunk scale wins most blocks of 128: the search
+	 * is doing something. */
+	cr_assert(wins * 2 > blocks, "%d of %d blocks", wins, blocks);
+}
+
+Test(quant, i4_zero_blocks_bad_input_and_the_tensor_form)
+{
+	float x[200] = { 0 };
+	uint8_t codes[128], scales[8];
+	x[150] = -3.5f;
+	cr_assert_eq(tern_quantize_row_i4(x, 200, TERN_DTYPE_F32, codes, scales), TERN_OK);
+	for (int j = 0; j < 64; j++)
+		cr_assert_eq(codes[j], 0x88, "zero block byte %d", j);
+	cr_assert_eq(i4_scale_at(scales, 0, 0), 0.0f);
+	/* One value: absmax / 7 codes it exactly as -7; no smaller scale can
+	 * do better, so the first candidate stays. */
+	cr_assert_eq(i4_scale_at(scales, 0, 1), 0.5f);
+	cr_assert_eq(codes[64 + (150 - 128)] & 15, 1); /* q = -7 */
+	x[3] = NAN;
+	cr_assert_eq(tern_quantize_row_i4(x, 200, TERN_DTYPE_F32, codes, scales), TERN_E_INVALID);
+	x[3] = 1e6f; /* 1e6 / 7 overflows f16 */
+	cr_assert_eq(tern_quantize_row_i4(x, 200, TERN_DTYPE_F16, codes, scales), TERN_E_INVALID);
+	cr_assert_eq(tern_quantize_row_i4(x, 200, TERN_DTYPE_I8, codes, scales), TERN_E_INVALID);
+
+	tern_ctx *ctx;
+	cr_assert_eq(tern_ctx_new(NULL, &ctx), TERN_OK);
+	tern_qparams q = { TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16 };
+	int64_t shape[2] = { 2, 200 };
+	tern_tensor *t;
+	cr_assert_eq(tern_tensor_new(ctx, TERN_DTYPE_I4, &q, 2, shape, &t), TERN_OK);
+	float src[400];
+	tu_rng r = tu_rng_new(42);
+	for (int i = 0; i < 400; i++)
+		src[i] = tu_normal(&r);
+	cr_assert_eq(tern_quantize_i4(ctx, src, t), TERN_OK);
+	/* Dequantized through the dtype's traits, every value is within half
+	 * a step of its block's scale, or clipped at 7 steps. */
+	float y[200];
+	for (int64_t row = 0; row < 2; row++) {
+		tern_tensor_row_to_float(t, row, y);
+		for (int64_t c = 0; c < 200; c++) {
+			float d = tern_tensor_scale_at(t, row, c), v = src[row * 200 + c];
+			cr_assert(fabsf(y[c] - v) <= 0.5f * d * 1.0001f || fabsf(y[c]) == 7 * d,
+				  "row %lld col %lld: %g for %g (scale %g)", (long long)row,
+				  (long long)c, y[c], v, d);
+		}
+	}
+	src[333] = INFINITY;
+	cr_assert_eq(tern_quantize_i4(ctx, src, t), TERN_E_INVALID);
+	cr_assert(strstr(tern_ctx_errmsg(ctx), "row 1") != NULL, "%s", tern_ctx_errmsg(ctx));
 	tern_tensor_free(t);
 	tern_ctx_free(ctx);
 }

@@ -76,7 +76,8 @@ static tern_tensor *make_tensor(const rt_case *c, tu_rng *rng, int8_t **codes_ou
 		if (tr->row_from_i8) {
 			for (int64_t k = 0; k < cols; k++)
 				codes[r * cols + k] = tr->ternary ? (int8_t)tu_int(rng, -1, 1)
-								  : (int8_t)tu_int(rng, -128, 127);
+						      : c->dtype == TERN_DTYPE_I4 ? (int8_t)tu_int(rng, -8, 7)
+										  : (int8_t)tu_int(rng, -128, 127);
 			tr->row_from_i8(codes + r * cols, dst, cols);
 		} else {
 			for (int64_t k = 0; k < cols; k++)
@@ -124,6 +125,9 @@ static const rt_case rt_cases[] = {
 	{ TERN_DTYPE_T3, TERN_SCALE_ROW, 0, TERN_DTYPE_F16, 4, { 2, 1, 2, 500 } },
 	{ TERN_DTYPE_T3, TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16, 2, { 3, 481 } },
 	{ TERN_DTYPE_T3, TERN_SCALE_BLOCK, 256, TERN_DTYPE_F32, 2, { 2, 1000 } },
+	{ TERN_DTYPE_I4, TERN_SCALE_BLOCK, 128, TERN_DTYPE_F32, 2, { 3, 300 } },
+	{ TERN_DTYPE_I4, TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16, 3, { 2, 1, 128 } },
+	{ TERN_DTYPE_I4, TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16, 1, { 1 } },
 };
 #define N_RT (sizeof rt_cases / sizeof rt_cases[0])
 
@@ -662,4 +666,81 @@ Test(ternfile, fuzz_seeds_open_cleanly)
 			     tern_ctx_errmsg(ctx));
 		tern_file_close(f);
 	}
+}
+
+/* ---- I4 ---------------------------------------------------------------------- */
+
+/* A file holding one 3 x 300 I4 tensor with f16 block scales; returns its
+ * bytes (caller frees) and size. */
+static uint8_t *i4_file(const char *path, size_t *n)
+{
+	tu_rng rng = tu_rng_new(31);
+	rt_case c = { TERN_DTYPE_I4, TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16, 2, { 3, 300 } };
+	int8_t *codes;
+	tern_tensor *t = make_tensor(&c, &rng, &codes);
+	t->name = "head";
+	tern_writer *w;
+	cr_assert_eq(tern_writer_new(ctx, path, &w), TERN_OK);
+	cr_assert_eq(tern_writer_set_architecture(w, "a"), TERN_OK);
+	cr_assert_eq(tern_writer_add_tensor(w, t), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(tern_writer_finish(w), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	tern_writer_free(w);
+	t->name = NULL;
+	tern_tensor_free(t);
+	free(codes);
+	return slurp(path, n);
+}
+
+/* Replaces the first `from` in the header by `to` (same length) and opens
+ * the result from memory: the status, with the message in ctx. */
+static int open_patched(const uint8_t *buf, size_t n, const char *from, const char *to)
+{
+	uint8_t *b = malloc(n);
+	memcpy(b, buf, n);
+	cr_assert_eq(strlen(from), strlen(to));
+	uint8_t *hit = memmem(b, n, from, strlen(from));
+	cr_assert_not_null(hit, "header has no %s", from);
+	memcpy(hit, to, strlen(to));
+	tern_file *f = NULL;
+	int rc = tern_file_open_memory(ctx, b, n, &f);
+	tern_file_close(f);
+	free(b);
+	return rc;
+}
+
+Test(ternfile, i4_header_states_its_packing_and_bad_i4_data_is_refused_clearly)
+{
+	const char *path = tmp_path("i4.tern");
+	size_t n;
+	uint8_t *buf = i4_file(path, &n);
+	char *hdr = strndup((const char *)buf + 16, (size_t)tern_rd_u64(buf + 8));
+	cr_assert_not_null(strstr(hdr, "\"dtype\":\"i4\""), "%s", hdr);
+	cr_assert_not_null(strstr(hdr, "\"packing\":{\"group\":128,\"group_bytes\":64,"
+				       "\"codes_per_byte\":2,\"row_align\":128}"),
+			   "%s", hdr);
+	/* 3 rows x 3 groups x 64 bytes of codes, then 9 f16 scales. */
+	cr_assert_not_null(strstr(hdr, "\"nbytes\":594"), "%s", hdr);
+	free(hdr);
+
+	tern_file *f;
+	cr_assert_eq(tern_file_open_memory(ctx, buf, n, &f), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	tern_file_close(f);
+
+	cr_assert_eq(open_patched(buf, n, "\"codes_per_byte\":2", "\"codes_per_byte\":4"),
+		     TERN_E_FORMAT);
+	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "codes_per_byte"), "%s",
+			   tern_ctx_errmsg(ctx));
+	cr_assert_eq(open_patched(buf, n, "\"block\":128", "\"block\":256"), TERN_E_FORMAT);
+	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "i4 needs block scales of 128"), "%s",
+			   tern_ctx_errmsg(ctx));
+	cr_assert_eq(open_patched(buf, n, "\"nbytes\":594", "\"nbytes\":593"), TERN_E_FORMAT);
+	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "594"), "%s", tern_ctx_errmsg(ctx));
+
+	/* A file cut inside the tensor's data. */
+	tern_file *g = NULL;
+	cr_assert_neq(tern_file_open_memory(ctx, buf, n - 100, &g), TERN_OK);
+	cr_assert_null(g);
+	cr_assert(strlen(tern_ctx_errmsg(ctx)) > 0);
+	free(buf);
+	unlink(path);
 }

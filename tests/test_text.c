@@ -74,16 +74,22 @@ typedef struct loaded {
 	text_state *state;
 } loaded;
 
-static loaded load(const char *rel, int64_t n_ctx, int64_t n_batch)
+static loaded load_path(const char *path, int64_t n_ctx, int64_t n_batch)
 {
 	loaded L;
-	cr_assert_eq(tern_file_open(ctx, shared(rel), &L.file), TERN_OK, "%s: %s", rel,
+	const char *rel = path;
+	cr_assert_eq(tern_file_open(ctx, path, &L.file), TERN_OK, "%s: %s", rel,
 		     tern_ctx_errmsg(ctx));
 	cr_assert_eq(text_model_load(ctx, L.file, &L.model), TERN_OK, "%s: %s", rel,
 		     tern_ctx_errmsg(ctx));
 	cr_assert_eq(text_state_new(ctx, L.model, n_ctx, n_batch, &L.state), TERN_OK, "%s",
 		     tern_ctx_errmsg(ctx));
 	return L;
+}
+
+static loaded load(const char *rel, int64_t n_ctx, int64_t n_batch)
+{
+	return load_path(shared(rel), n_ctx, n_batch);
 }
 
 static void unload(loaded *L)
@@ -93,16 +99,23 @@ static void unload(loaded *L)
 	tern_file_close(L->file);
 }
 
-/* The 8 x 512 logits of the prompt run as one batch. */
-static float *run_prompt(const char *rel)
+/* The 8 x 512 logits of the prompt run as one batch, for a model file
+ * at `path`. */
+static float *run_prompt_path(const char *path)
 {
-	loaded L = load(rel, 64, 0);
+	loaded L = load_path(path, 64, 0);
 	float *logits = malloc(sizeof(float) * N_TOK * N_VOCAB);
 	cr_assert_eq(text_forward(ctx, L.model, L.state, prompt, N_TOK, logits, true), TERN_OK,
 		     "%s", tern_ctx_errmsg(ctx));
 	cr_assert_eq(L.state->pos, N_TOK);
 	unload(&L);
 	return logits;
+}
+
+/* The same, for a file in the shared reference data. */
+static float *run_prompt(const char *rel)
+{
+	return run_prompt_path(shared(rel));
 }
 
 static double max_abs(const float *x, int64_t n)
@@ -811,4 +824,73 @@ Test(text, plugin_module_loads_bitnet_and_exports_only_its_entry)
 	cr_assert_null(dlsym(h, "text_model_load"), "model functions stay private");
 	cr_assert_null(dlsym(h, "text_forward"));
 	dlclose(h);
+}
+
+/* ---- quantized output heads ------------------------------------------------ */
+
+/* Converts the shared `gguf` with its embedding/head (tied here) as
+ * `head` and returns the prompt's logits. */
+static float *head_logits(const char *gguf, tern_dtype head)
+{
+	char out[256];
+	snprintf(out, sizeof out, "/tmp/test_text_head.%ld.%s.tern", (long)getpid(),
+		 tern_dtype_name(head));
+	tern_convert_opts o = tern_convert_default_opts();
+	o.head_type = head;
+	cr_assert_eq(tern_convert(ctx, NULL, shared(gguf), out, &o, NULL, NULL, NULL), TERN_OK,
+		     "%s", tern_ctx_errmsg(ctx));
+	tern_file *f;
+	cr_assert_eq(tern_file_open(ctx, out, &f), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(tern_file_find(f, "token_embd.weight")->dtype, head);
+	tern_file_close(f);
+	float *logits = run_prompt_path(out);
+	unlink(out);
+	return logits;
+}
+
+/*
+ * What a 4-bit head costs, next to f16 and int8 heads, on the F32 model
+ * (the head is then the only quantized weight) and on the TQ2_0 one. The
+ * errors are logged against llama.cpp's F32 logits; the bounds look at
+ * the head alone, against the same model with an f16 head. The int8 head
+ * has a step of max|row| / 127, the 4-bit one at most max|block| / 7 per
+ * 128 weights: about 18x coarser, so its logit error should grow about
+ * 18x and the KL (second order in the error) about 18^2 = 330x. Bounds:
+ * 1.5x those factors over the int8 head's own; a scale or nibble mistake
+ * moves logits by O(max|logit|) and fails them. The i4 head must also
+ * really be coarser than the int8 one.
+ */
+static void check_heads(const char *gguf)
+{
+	static const tern_dtype heads[3] = { TERN_DTYPE_F16, TERN_DTYPE_I8, TERN_DTYPE_I4 };
+	const int64_t n = N_TOK * N_VOCAB;
+	float *f32 = read_logits("llama.cpp/tiny-f32.logits.kvf32.bin");
+	float *lg[3];
+	for (int h = 0; h < 3; h++) {
+		lg[h] = head_logits(gguf, heads[h]);
+		cr_log_info("%s, %s head: vs F32 reference max|diff| %.4g (max|logit| %.4g), KL "
+			    "%.4g; vs f16 head max|diff| %.4g, KL %.4g",
+			    gguf, tern_dtype_name(heads[h]), max_diff(lg[h], f32, n),
+			    max_abs(f32, n), mean_kl(f32, lg[h]), max_diff(lg[h], lg[0], n),
+			    mean_kl(lg[0], lg[h]));
+	}
+	const double step = 127.0 / 7.0;
+	double d8 = max_diff(lg[1], lg[0], n), d4 = max_diff(lg[2], lg[0], n);
+	double k8 = mean_kl(lg[0], lg[1]), k4 = mean_kl(lg[0], lg[2]);
+	cr_assert_leq(d4, 1.5 * step * d8, "%s: i4 max|diff| %.4g, i8 %.4g", gguf, d4, d8);
+	cr_assert_leq(k4, 1.5 * step * step * k8, "%s: i4 KL %.4g, i8 %.4g", gguf, k4, k8);
+	cr_assert_gt(d4, 2 * d8, "%s: the i4 head is coarser than the i8 one", gguf);
+	for (int h = 0; h < 3; h++)
+		free(lg[h]);
+	free(f32);
+}
+
+Test(text, i4_head_error_scales_with_its_step_on_f32_model)
+{
+	check_heads("llama.cpp/tiny-f32.gguf");
+}
+
+Test(text, i4_head_error_scales_with_its_step_on_tq2_0_model)
+{
+	check_heads("llama.cpp/tiny-tq2_0.gguf");
 }

@@ -278,7 +278,7 @@ def cases():
     bad = dict(T2_PACKING); bad["group"] = 128
     add("packing_group.tern", "TERN_E_FORMAT", "packing \"group\" must be 256",
         build(with_tensor(1, packing=bad), data=data_bytes(base)))
-    add("packing_on_float.tern", "TERN_E_FORMAT", "\"packing\" given for a non-ternary",
+    add("packing_on_float.tern", "TERN_E_FORMAT", "\"packing\" given for a dtype that is not packed",
         build(with_tensor(0, packing=dict(T2_PACKING)), data=data_bytes(base)))
     return [c for c in out if c[3] is not None]
 

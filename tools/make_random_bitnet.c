@@ -77,8 +77,9 @@ static int fill(void *user, const tern_tensor *desc, void *dst)
 				uint64_t v = next(&s) >> 33;
 
 				if (tr->quantized) {
-					q[j] = desc->dtype == TERN_DTYPE_I8 ? (int8_t)((int)(v % 255) - 127)
-									    : (int8_t)((int)(v % 3) - 1);
+					q[j] = desc->dtype == TERN_DTYPE_I8   ? (int8_t)((int)(v % 255) - 127)
+					       : desc->dtype == TERN_DTYPE_I4 ? (int8_t)((int)(v % 15) - 7)
+									      : (int8_t)((int)(v % 3) - 1);
 				} else {
 					f[j] = (float)((double)v / 2147483648.0 * 2.0 - 1.0) * 0.05f;
 				}
@@ -98,11 +99,21 @@ static int fill(void *user, const tern_tensor *desc, void *dst)
 		t.data = dst;
 		if (tern_scale_count(desc->dtype, &desc->q, rows, cols, &n) != TERN_OK)
 			return TERN_E_INVALID;
-		float *sc = (float *)((uint8_t *)dst +
-				      ((const uint8_t *)tern_tensor_scales(&t) - (uint8_t *)dst));
-		/* 1/sqrt(cols) keeps each output near unit size. */
-		for (size_t i = 0; i < n; i++)
-			sc[i] = desc->dtype == TERN_DTYPE_I8 ? 0.0004f : 1.0f / sqrtf((float)cols);
+		uint8_t *sc = (uint8_t *)dst +
+			      ((const uint8_t *)tern_tensor_scales(&t) - (uint8_t *)dst);
+		/* 1/sqrt(cols) keeps each output near unit size; the int8 and
+		 * 4-bit heads get embedding-sized values (|w| up to ~0.05). */
+		for (size_t i = 0; i < n; i++) {
+			float v = desc->dtype == TERN_DTYPE_I8   ? 0.0004f
+				  : desc->dtype == TERN_DTYPE_I4 ? 0.007f
+								 : 1.0f / sqrtf((float)cols);
+			if (desc->q.scale_type == TERN_DTYPE_F16) {
+				uint16_t h = tern_f32_to_f16(v);
+				memcpy(sc + 2 * i, &h, 2);
+			} else {
+				memcpy(sc + 4 * i, &v, 4);
+			}
+		}
 	}
 	free(q);
 	free(f);
@@ -124,6 +135,8 @@ static int add(tern_ctx *ctx, tern_writer *w, gen *g, const char *name, tern_dty
 	if (tern_type_traits_of(dt)->quantized) {
 		t.q.kind = dt == TERN_DTYPE_I8 ? TERN_SCALE_ROW : TERN_SCALE_TENSOR;
 		t.q.scale_type = TERN_DTYPE_F32;
+		if (dt == TERN_DTYPE_I4) /* as tern convert --head i4 writes it */
+			t.q = (tern_qparams){ TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16 };
 	}
 	rc = tern_tensor_bytes(ctx, &t, &t.nbytes);
 	if (rc == TERN_OK)
@@ -161,7 +174,7 @@ int main(int argc, char **argv)
 	if (!out || (type != TERN_DTYPE_T2 && type != TERN_DTYPE_T3) || layers < 1 ||
 	    layers > 1000 || head == TERN_DTYPE_COUNT || head == TERN_DTYPE_I32 ||
 	    tern_type_traits_of(head)->ternary) {
-		fputs("usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i8|f16|bf16|f32]\n"
+		fputs("usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i8|i4|f16|bf16|f32]\n"
 		      "                          [--layers N] [--seed N]\n",
 		      stderr);
 		return 2;

@@ -98,7 +98,9 @@ typedef struct tern_convert_opts {
 	 * (norms, biases) keep their type. */
 	tern_dtype float_type;
 	/* Output head and token embedding: TERN_DTYPE_I8 quantizes them per
-	 * row (absmax, f32 row scales), a float dtype casts them;
+	 * row (absmax, f32 row scales), TERN_DTYPE_I4 to 4 bits with f16
+	 * scales per 128 weights (tern_quantize_row_i4), a float dtype casts
+	 * them;
 	 * TERN_DTYPE_COUNT (default) = the converter's choice: as float_type,
 	 * except that the text plugin makes BitNet checkpoints from Hugging
 	 * Face int8 when float_type is COUNT too (docs/FORMAT.md). */

@@ -21,6 +21,11 @@
  *     recovered as ((b * 3^p mod 256) * 3) >> 8. Main groups: G=64, P=5
  *     (320 weights); rows are padded to a multiple of 160; a final half
  *     group has G=32, P=5 (160 weights).
+ *  I4 (4 bits/weight, not ternary): signed codes q in [-8, 7] stored as
+ *     the nibble q + 8. Groups: G=64, P=2 (128 weights): byte m holds
+ *     weight m in its low nibble and weight 64 + m in its high nibble.
+ *     Rows are padded to a multiple of 128 with q = 0 (nibble 8); readers
+ *     accept any pad nibble. Scales: kind BLOCK with block 128 only.
  */
 #ifndef TERN_TENSOR_H
 #define TERN_TENSOR_H
@@ -44,10 +49,11 @@ typedef enum tern_dtype {
 	TERN_DTYPE_I32 = 4,
 	TERN_DTYPE_T2 = 5,  /* ternary, 2-bit codes */
 	TERN_DTYPE_T3 = 6,  /* ternary, base-3, 5 trits per byte */
+	TERN_DTYPE_I4 = 7,  /* 4-bit signed codes, block(128) scales */
 	TERN_DTYPE_COUNT
 } tern_dtype;
 
-/* Where the float scales of a quantized (I8/T2/T3) matrix live. */
+/* Where the float scales of a quantized (I8/T2/T3/I4) matrix live. */
 typedef enum tern_scale_kind {
 	TERN_SCALE_NONE = 0,   /* float types */
 	TERN_SCALE_TENSOR = 1, /* one scale */
@@ -64,17 +70,19 @@ typedef struct tern_qparams {
 
 typedef struct tern_type_traits {
 	const char *name;      /* "f32", "t2", ... as written in .tern headers */
-	bool quantized;        /* has scales (I8 as a matrix, T2, T3) */
+	bool quantized;        /* has scales (I8 as a matrix, T2, T3, I4) */
 	bool ternary;
 	uint32_t row_align;    /* rows are padded to a multiple of this many elements */
-	uint32_t group;        /* elements per full SIMD group (T2 256, T3 320; else 1) */
-	uint32_t group_bytes;  /* bytes per full group (T2/T3 64; else element size) */
+	uint32_t group;        /* elements per full SIMD group (T2 256, T3 320, I4 128;
+	                          else 1); above 1 the dtype is packed */
+	uint32_t group_bytes;  /* bytes per full group (T2/T3/I4 64; else element size) */
 	/* Unscaled conversion of one row of n elements (n = logical columns).
-	 * For float types: element <-> float. For T2/T3/I8: codes <-> int8 values
-	 * in {-1,0,1} (T2/T3) or [-128,127] (I8); pad bytes are written as zero
-	 * weights. Row pointers address the packed row. row_from_float rounds
-	 * to nearest even and saturates (I8/I32; NaN -> 0) or clamps to
-	 * [-1,1] (T2/T3). row_to_i8/row_from_i8 are NULL for F32/F16/BF16/I32. */
+	 * For float types: element <-> float. For T2/T3/I8/I4: codes <-> int8
+	 * values in {-1,0,1} (T2/T3), [-128,127] (I8) or [-8,7] (I4); pad bytes
+	 * are written as zero weights. Row pointers address the packed row.
+	 * row_from_float rounds to nearest even and saturates (I8/I4/I32;
+	 * NaN -> 0) or clamps to [-1,1] (T2/T3); I4's row_from_i8 saturates
+	 * to [-8,7]. row_to_i8/row_from_i8 are NULL for F32/F16/BF16/I32. */
 	void (*row_to_float)(const void *src, float *dst, int64_t n);
 	void (*row_from_float)(const float *src, void *dst, int64_t n);
 	void (*row_to_i8)(const void *src, int8_t *dst, int64_t n);
@@ -164,6 +172,23 @@ TERN_API int tern_ternarize(tern_ctx *ctx, const float *src, tern_ternarize_meth
  * scale s = its largest magnitude) into dst exactly; TERN_E_INVALID if a
  * value is not ternary or s is not exactly representable in an f16 scale. */
 TERN_API int tern_pack_ternary_exact(tern_ctx *ctx, const float *src, tern_tensor *dst);
+
+/* 4-bit quantization of one row of n floats (see docs/FORMAT.md, "I4"):
+ * per block of 128 weights (the last one holding the row's tail and zero
+ * padding) with absmax m, the candidate scales d_i = m * (50 - i) / 350
+ * (i = 0..10: m/7 shrunk in steps of 2%), each rounded to scale_type
+ * (TERN_DTYPE_F32 or F16), give q = clamp(round_even(x / d_i), -7, 7) (in
+ * double; q = 0 where d_i is 0); the d_i with the least sum of
+ * (x - q * d_i)^2 wins, ties to the smallest i. Writes
+ * tern_row_bytes(I4, n) bytes of codes and ceil(n / 128) scales of
+ * scale_type. TERN_E_INVALID for a non-finite x or a scale that overflows
+ * f16. Reentrant; allocates nothing. */
+TERN_API int tern_quantize_row_i4(const float *x, int64_t n, tern_dtype scale_type,
+				  uint8_t *codes, void *scales);
+/* tern_quantize_row_i4 over the rows of src [rows][cols] into dst, an I4
+ * tensor of that shape (allocated by the caller). The detail message
+ * names the failing row. */
+TERN_API int tern_quantize_i4(tern_ctx *ctx, const float *src, tern_tensor *dst);
 
 typedef enum tern_round_mode {
 	TERN_ROUND_EVEN = 0,    /* nearbyint: ties to even (PyTorch's round) */

@@ -89,7 +89,8 @@ static tern_convert_opts opts_of(tern_ctx *ctx, const tern_convert_opts *in)
 		o.ternary_type = TERN_DTYPE_T3;
 	if (is_float(in->float_type))
 		o.float_type = in->float_type;
-	if (is_float(in->head_type) || in->head_type == TERN_DTYPE_I8)
+	if (is_float(in->head_type) || in->head_type == TERN_DTYPE_I8 ||
+	    in->head_type == TERN_DTYPE_I4)
 		o.head_type = in->head_type;
 	(void)ctx;
 	return o;
@@ -159,19 +160,25 @@ static int put_tokenizer(tern_ctx *ctx, tern_writer *w, const char *format, cons
 }
 
 /* The scales of a float matrix written as `to`: per row for an int8
- * head, none for float types. */
+ * head, f16 per 128 weights for a 4-bit one, none for float types. */
 static tern_qparams float_qparams(tern_dtype to)
 {
 	if (to == TERN_DTYPE_I8)
 		return (tern_qparams){ .kind = TERN_SCALE_ROW, .scale_type = TERN_DTYPE_F32 };
+	if (to == TERN_DTYPE_I4)
+		return (tern_qparams){ .kind = TERN_SCALE_BLOCK, .block = 128,
+				       .scale_type = TERN_DTYPE_F16 };
 	return (tern_qparams){ .kind = TERN_SCALE_NONE };
 }
 
 /* Write the rows of float tensor src into dst as dtype `to`: a float type
- * (rounded to nearest even), or int8 with one absmax f32 scale per row
- * (q = round-half-even(x / (max|x| / 127)), scales after the codes). */
+ * (rounded to nearest even), int8 with one absmax f32 scale per row
+ * (q = round-half-even(x / (max|x| / 127)), scales after the codes), or
+ * I4 (tern_quantize_row_i4, f16 block scales after the codes). Fails
+ * with TERN_E_NOMEM, or TERN_E_INVALID for a row I4 cannot code. */
 static int float_rows_to(const tern_tensor *src, tern_dtype to, void *dst)
 {
+	int rc = TERN_OK;
 	const int64_t rows = tern_tensor_rows(src), cols = tern_tensor_cols(src);
 	const size_t rb = tern_row_bytes(to, cols);
 	float *buf = malloc(sizeof(float) * (size_t)cols);
@@ -186,12 +193,17 @@ static int float_rows_to(const tern_tensor *src, tern_dtype to, void *dst)
 			tern_quantize_row_i8(buf, cols, (int64_t)rb, TERN_ACTQ_DIV, TERN_ROUND_EVEN,
 					     (int8_t *)d, &s);
 			memcpy((uint8_t *)dst + (size_t)rows * rb + 4 * (size_t)r, &s, 4);
+		} else if (to == TERN_DTYPE_I4) {
+			/* rb / 64 groups per row, one f16 scale each. */
+			uint8_t *s = (uint8_t *)dst + (size_t)rows * rb + (size_t)r * (rb / 64) * 2;
+			if ((rc = tern_quantize_row_i4(buf, cols, TERN_DTYPE_F16, d, s)) != TERN_OK)
+				break;
 		} else {
 			tr->row_from_float(buf, d, cols);
 		}
 	}
 	free(buf);
-	return TERN_OK;
+	return rc;
 }
 
 /* Convert float rows of src into a new tensor of dtype `to` and add it to
@@ -206,7 +218,12 @@ static int add_float(tern_ctx *ctx, tern_writer *w, const char *name, const tern
 		return rc;
 	if ((rc = float_rows_to(src, to, t->data))) {
 		tern_tensor_free(t);
-		return tern_error(ctx, rc, "text convert: out of memory");
+		return rc == TERN_E_NOMEM
+			       ? tern_error(ctx, rc, "text convert: out of memory")
+			       : tern_error(ctx, rc,
+					    "text convert: '%s' has a non-finite value or one too "
+					    "large for 4-bit codes with f16 scales",
+					    name);
 	}
 	t->name = name;
 	rc = tern_writer_add_tensor(w, t);

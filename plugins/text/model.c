@@ -245,7 +245,7 @@ static int find_matrix(const loader *L, const char *name, int64_t rows, int64_t 
 	if (rc)
 		return rc;
 	bool quant = t->dtype == TERN_DTYPE_T2 || t->dtype == TERN_DTYPE_T3 ||
-		     t->dtype == TERN_DTYPE_I8;
+		     t->dtype == TERN_DTYPE_I8 || t->dtype == TERN_DTYPE_I4;
 	if (strcmp(L->arch, "bitllama2c") == 0 && strncmp(name, "blk.", 4) == 0 &&
 	    !((t->dtype == TERN_DTYPE_T2 || t->dtype == TERN_DTYPE_T3) &&
 	      t->q.kind == TERN_SCALE_TENSOR))
@@ -255,8 +255,8 @@ static int find_matrix(const loader *L, const char *name, int64_t rows, int64_t 
 				  L->arch, name, tern_dtype_name(t->dtype));
 	if (!is_float_dtype(t->dtype) && !(quant && t->q.kind != TERN_SCALE_NONE))
 		return tern_error(L->ctx, TERN_E_FORMAT,
-				  "%s: tensor '%s' is %s, expected f32, f16, bf16, or t2, t3 or "
-				  "i8 with scales",
+				  "%s: tensor '%s' is %s, expected f32, f16, bf16, or t2, t3, "
+				  "i8 or i4 with scales",
 				  L->arch, name, tern_dtype_name(t->dtype));
 	*out = t;
 	return TERN_OK;
@@ -337,13 +337,14 @@ static int load_weights(const loader *L, const text_config *c, text_weights *w)
 				  "[n_vocab][%lld]",
 				  L->arch, shape_str(emb, got, sizeof got), (long long)c->n_embd);
 	}
-	/* An int8 embedding (tern convert --head-type i8) is dequantized row
-	 * by row like a float one. */
+	/* An int8 or 4-bit embedding (tern convert --head i8|i4) is
+	 * dequantized row by row like a float one. */
 	if (!is_float_dtype(emb->dtype) &&
-	    !(emb->dtype == TERN_DTYPE_I8 && emb->q.kind != TERN_SCALE_NONE))
+	    !((emb->dtype == TERN_DTYPE_I8 || emb->dtype == TERN_DTYPE_I4) &&
+	      emb->q.kind != TERN_SCALE_NONE))
 		return tern_error(L->ctx, TERN_E_FORMAT,
-				  "%s: tensor 'token_embd.weight' is %s, expected f32, f16, bf16 or "
-				  "i8 with scales",
+				  "%s: tensor 'token_embd.weight' is %s, expected f32, f16, bf16, "
+				  "or i8 or i4 with scales",
 				  L->arch, tern_dtype_name(emb->dtype));
 	w->tok_embd = emb;
 	const int64_t V = emb->shape[0];
@@ -497,7 +498,8 @@ static void trace(const text_state *s, const char *name, int64_t layer, const fl
 
 static bool is_quant_dtype(tern_dtype d)
 {
-	return d == TERN_DTYPE_T2 || d == TERN_DTYPE_T3 || d == TERN_DTYPE_I8;
+	return d == TERN_DTYPE_T2 || d == TERN_DTYPE_T3 || d == TERN_DTYPE_I8 ||
+	       d == TERN_DTYPE_I4;
 }
 
 /* y_i = scale_i * W_i x for up to three weights reading the same input

@@ -4,7 +4,9 @@
  * (plain C, no Criterion: the test links nothing but a few core files).
  * Integer kernels must match the reference bit for bit, and also a naive
  * sum computed here from the unpacked values; float kernels must stay
- * within a rounding bound, and be exact on integer-valued data. Prints one
+ * within a rounding bound, and be exact on integer-valued data; I4 (whose
+ * kernels apply float scales) stays within a rounding bound of a double
+ * sum over the dequantized weights. Prints one
  * line per case and a final "N passed, N failed" line.
  */
 #include <float.h>
@@ -316,6 +318,102 @@ static void f_cases(const tern_kernels *ref, const tern_kernels *neon, tu_rng *r
 	}
 }
 
+/* ---- I4 --------------------------------------------------------------- */
+
+/*
+ * One I4 case: random bytes (every nibble, pad nibbles included: readers
+ * accept any pad), random signed f32 or f16 scales, activations zero past
+ * k as quantized rows are. NEON and the reference must both stay within
+ * (2 ng + 18) * FLT_EPSILON * sum (|q| + 8) |s a| of the double sum of
+ * the dequantized weights times the activations (each sums ng exact group
+ * dots in its own order), and within twice that of each other.
+ */
+static void i4_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng *rng, int64_t k,
+		    int64_t rows, int64_t ntok, int f16)
+{
+	const int64_t kpad = (k + 127) / 128 * 128, ng = kpad / 128;
+	const size_t ws = (size_t)(kpad / 2) + (size_t)tu_int(rng, 0, 2) * 16;
+	const size_t ss = (size_t)ng * (f16 ? 2 : 4) + (size_t)tu_int(rng, 0, 2) * 4;
+	const size_t as = (size_t)kpad + (size_t)tu_int(rng, 0, 2) * 32;
+	uint8_t *w = xcalloc((size_t)rows * ws, 1);
+	uint8_t *s = xcalloc((size_t)rows * ss, 1);
+	int8_t *a = xcalloc((size_t)ntok * as, 1);
+	int32_t *bsum = xcalloc((size_t)(ntok * ng), sizeof(int32_t));
+	float *o_ref = xcalloc((size_t)(rows * ntok), sizeof(float));
+	float *o_neon = xcalloc((size_t)(rows * ntok), sizeof(float));
+	double *scale = xcalloc((size_t)(rows * ng), sizeof(double));
+	for (size_t i = 0; i < (size_t)rows * ws; i++)
+		w[i] = (uint8_t)tu_int(rng, 0, 255);
+	for (int64_t r = 0; r < rows; r++)
+		for (int64_t g = 0; g < ng; g++) {
+			float f = (float)(1e-3 * (double)tu_int(rng, -500, 4000));
+			if (f16) {
+				uint16_t h = tern_f32_to_f16(f);
+				memcpy(s + (size_t)r * ss + 2 * (size_t)g, &h, 2);
+				scale[r * ng + g] = tern_f16_to_f32(h);
+			} else {
+				memcpy(s + (size_t)r * ss + 4 * (size_t)g, &f, 4);
+				scale[r * ng + g] = f;
+			}
+		}
+	for (int64_t t = 0; t < ntok; t++)
+		for (int64_t j = 0; j < k; j++) {
+			int8_t v = (int8_t)tu_int(rng, -128, 127);
+			a[(size_t)t * as + (size_t)j] = v;
+			bsum[t * ng + j / 128] += v;
+		}
+	for (int64_t i = 0; i < rows * ntok; i++)
+		o_ref[i] = o_neon[i] = NAN; /* every output must be written */
+	ref->i4_dot(w, ws, s, ss, f16, rows, a, as, bsum, ntok, kpad, o_ref);
+	neon->i4_dot(w, ws, s, ss, f16, rows, a, as, bsum, ntok, kpad, o_neon);
+
+	char what[160], detail[200] = "";
+	snprintf(what, sizeof what, "i4 k=%lld rows=%lld tok=%lld %s", (long long)k,
+		 (long long)rows, (long long)ntok, f16 ? "f16" : "f32");
+	int ok = 1;
+	for (int64_t r = 0; r < rows && ok; r++)
+		for (int64_t t = 0; t < ntok && ok; t++) {
+			double sum = 0, mag = 0;
+			for (int64_t j = 0; j < kpad; j++) {
+				uint8_t b = w[(size_t)r * ws + (size_t)(j / 128 * 64 + j % 64)];
+				int q = (j % 128 < 64 ? b & 15 : b >> 4) - 8;
+				double sa = scale[r * ng + j / 128] * a[(size_t)t * as + (size_t)j];
+				sum += q * sa;
+				mag += (fabs((double)q) + 8) * fabs(sa);
+			}
+			double bound = (double)(2 * ng + 18) * FLT_EPSILON * mag;
+			float vn = o_neon[r * ntok + t], vr = o_ref[r * ntok + t];
+			if (!(fabs(vn - sum) <= bound && fabs(vr - sum) <= bound &&
+			      fabs(vn - vr) <= 2 * bound)) {
+				snprintf(detail, sizeof detail,
+					 "out[%lld][%lld] neon %.9g ref %.9g double %.9g bound %.3g",
+					 (long long)r, (long long)t, vn, vr, sum, bound);
+				ok = 0;
+			}
+		}
+	report(ok, what, detail);
+	free(w);
+	free(s);
+	free(a);
+	free(bsum);
+	free(o_ref);
+	free(o_neon);
+	free(scale);
+}
+
+static void i4_cases(const tern_kernels *ref, const tern_kernels *neon, tu_rng *rng)
+{
+	static const int64_t ks[] = { 1, 7, 127, 128, 129, 255, 300, 1152, 2560, 4304 };
+	for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+		for (int f16 = 0; f16 < 2; f16++) {
+			int64_t rows = 2 * tu_int(rng, 0, 5) + 1;
+			i4_case(ref, neon, rng, ks[ki], rows, 1, f16);
+			i4_case(ref, neon, rng, ks[ki], rows, tu_int(rng, 2, 9), f16);
+		}
+	for (int64_t nt = 1; nt <= 9; nt++)
+		i4_case(ref, neon, rng, 1000, 3, nt, (int)(nt & 1));
+}
+
 int main(void)
 {
 	const tern_kernels *ref = tern_kernels_scalar();
@@ -330,6 +428,7 @@ int main(void)
 	tern_cases(ref, neon, &rng);
 	i8_cases(ref, neon, &rng);
 	f_cases(ref, neon, &rng);
+	i4_cases(ref, neon, &rng);
 	printf("%d passed, %d failed\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;
 }
