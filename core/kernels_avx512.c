@@ -1124,6 +1124,7 @@ static const tern_kernels avx512_vbmi_table = {
 	.t2_dot = t2_dot_avx512,
 	.t3_dot = t3_dot_avx512_vbmi,
 	.i8_dot = i8_dot_avx512,
+	.i4_dot = i4_dot_avx512,
 	.f32_dot = f32_dot_avx512,
 	.f16_dot = f16_dot_avx512,
 	.bf16_dot = bf16_dot_avx512,

@@ -589,7 +589,22 @@ static int try_plugin(convert_job *j, const tern_plugin_desc *d)
 	if (rc != TERN_OK)
 		return rc;
 	tern_ctx_clear_error(j->ctx);
-	rc = d->ops->convert(&j->host, j->src_path, j->src, j->opts, j->w);
+	tern_convert_opts o10;
+	const tern_convert_opts *opts = j->opts;
+	if (d->abi_minor == 0) {
+		/* ABI 1.0 plugins were built when TERN_DTYPE_COUNT was 7 (now
+		 * TERN_DTYPE_I4) and know no I4: pass "keep" as they spell it,
+		 * and do not ask them for I4 (they decline, as if unsupported). */
+		if (opts->head_type == TERN_DTYPE_I4)
+			return TERN_E_UNSUPPORTED;
+		o10 = *opts;
+		if (o10.float_type == TERN_DTYPE_COUNT)
+			o10.float_type = TERN_DTYPE_COUNT_ABI_1_0;
+		if (o10.head_type == TERN_DTYPE_COUNT)
+			o10.head_type = TERN_DTYPE_COUNT_ABI_1_0;
+		opts = &o10;
+	}
+	rc = d->ops->convert(&j->host, j->src_path, j->src, opts, j->w);
 	if (rc != TERN_OK && rc != TERN_E_UNSUPPORTED && !*tern_ctx_errmsg(j->ctx))
 		tern_error(j->ctx, rc, "%s: plugin '%s' failed to convert it (%s)", j->src_path,
 			   d->name, tern_status_str(rc));

@@ -552,6 +552,26 @@ Test(cli, convert_gguf_without_a_claiming_plugin_is_generic_and_exact_in_t3)
 	scratch_done();
 }
 
+Test(cli, convert_hands_abi_1_0_plugins_the_options_as_they_spell_them)
+{
+	const char *src = in_scratch("v10.txt"), *out = in_scratch("v10.tern");
+	put_text_file(src, "TESTCONV10\n");
+	/* TERN_DTYPE_COUNT was 7 in ABI 1.0 (it is 8 since I4 took 7). */
+	cli_run r = run_fmt("convert '%s' '%s' --plugin-path '%s' 2>&1", src, out, conv_plugins());
+	cr_expect_neq(r.status, 0);
+	cr_expect_not_null(strstr(r.out, "test-conv-10 got float 7 head 7"), "%s", r.out);
+	free(r.out);
+	r = run_fmt("convert '%s' '%s' --head i4 --plugin-path '%s' 2>&1", src, out,
+		    conv_plugins());
+	cr_expect_neq(r.status, 0);
+	/* An i4 head is never asked of a plugin that cannot know the dtype. */
+	cr_expect_not_null(strstr(r.out, "no plugin converts it"), "%s", r.out);
+	cr_expect_null(strstr(r.out, "test-conv-10 got"), "%s", r.out);
+	free(r.out);
+	cr_expect_neq(access(out, F_OK), 0, "%s left behind", out);
+	scratch_done();
+}
+
 Test(cli, convert_dispatches_to_the_plugin_that_converts)
 {
 	const char *src = in_scratch("own.txt"), *out = in_scratch("own.tern");

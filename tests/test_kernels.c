@@ -240,6 +240,27 @@ static void quant_row_fill(int kind, float *x, int64_t n, tu_rng *rng)
 		x[tu_int(rng, 0, n - 1)] = 50.0f;
 }
 
+/* Every table this machine can run fills every entry (a variant table
+ * that forgets one crashes only on that dtype). */
+static void expect_complete(const tern_kernels *k, const char *what)
+{
+	cr_assert_not_null(k, "%s", what);
+	cr_expect(k->t2_dot && k->t3_dot && k->i8_dot && k->i4_dot && k->f32_dot && k->f16_dot &&
+			  k->bf16_dot && k->quant_row,
+		  "%s table has an empty entry", what);
+}
+
+Test(kernels, every_kernel_table_is_complete)
+{
+	expect_complete(tern_kernels_get(TERN_KERNEL_SCALAR), "scalar");
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	for (int p = 0; p < np; p++)
+		expect_complete(tern_kernels_get(paths[p]), tern_kernel_path_name(paths[p]));
+	if (tern_kernel_available(TERN_KERNEL_AVX512))
+		expect_complete(tern_kernels_avx512_novbmi(), "avx512 without vbmi");
+}
+
 Test(kernels, simd_activation_quantizer_is_bit_exact_with_scalar)
 {
 	tern_kernel_path paths[TERN_KERNEL_COUNT];

@@ -31,7 +31,11 @@ extern "C" {
 #endif
 
 #define TERN_PLUGIN_ABI_MAJOR 1
-#define TERN_PLUGIN_ABI_MINOR 0
+/* 1.1: dtype I4 (TERN_DTYPE_COUNT moved from 7 to 8). The host hands an
+ * ABI 1.0 plugin's convert op TERN_DTYPE_COUNT_ABI_1_0 where the options
+ * say TERN_DTYPE_COUNT, and never asks it for I4. */
+#define TERN_PLUGIN_ABI_MINOR 1
+#define TERN_DTYPE_COUNT_ABI_1_0 ((tern_dtype)7)
 #define TERN_PLUGIN_ENTRY_SYMBOL "tern_plugin_entry"
 
 #if defined(__GNUC__)

@@ -33,7 +33,28 @@ static void model_free(void *model)
 	free(model);
 }
 
-#ifdef OLD_OPS
+#if defined(ABI_1_0)
+/* Built as for plugin ABI 1.0: reports the options it was handed. */
+static int convert(const tern_host *host, const char *src_path, const tern_file *src,
+		   const tern_convert_opts *opts, tern_writer *w)
+{
+	(void)w;
+	char line[64] = "";
+	FILE *fp = src ? NULL : fopen(src_path, "rb");
+	if (!fp)
+		return TERN_E_UNSUPPORTED;
+	if (!fgets(line, sizeof line, fp))
+		line[0] = '\0';
+	fclose(fp);
+	if (strncmp(line, "TESTCONV10", 10) != 0)
+		return TERN_E_UNSUPPORTED;
+	return tern_error(host->ctx, TERN_E_FORMAT, "test-conv-10 got float %d head %d",
+			  (int)opts->float_type, (int)opts->head_type);
+}
+#define NAME "test-conv-10"
+#define OPS_SIZE sizeof(tern_plugin_ops)
+#define ABI_MINOR 0
+#elif defined(OLD_OPS)
 static int convert(const tern_host *host, const char *src_path, const tern_file *src,
 		   const tern_convert_opts *opts, tern_writer *w)
 {
@@ -118,6 +139,10 @@ static int convert(const tern_host *host, const char *src_path, const tern_file 
 #define OPS_SIZE sizeof(tern_plugin_ops)
 #endif
 
+#ifndef ABI_MINOR
+#define ABI_MINOR TERN_PLUGIN_ABI_MINOR
+#endif
+
 static const tern_plugin_ops ops = {
 	.struct_size = OPS_SIZE, .load = load, .free = model_free, .convert = convert,
 };
@@ -125,7 +150,7 @@ static const char *const archs[] = { NAME, NULL };
 static const tern_plugin_desc desc = {
 	.struct_size = sizeof desc,
 	.abi_major = TERN_PLUGIN_ABI_MAJOR,
-	.abi_minor = TERN_PLUGIN_ABI_MINOR,
+	.abi_minor = ABI_MINOR,
 	.name = NAME,
 	.version = "0.1",
 	.description = "convert test plugin",
