@@ -11,11 +11,12 @@
   --export-only CKPT re-exports a saved checkpoint without training.
 
 The default recipe (batch 128, no augmentation, label smoothing 0.1, AdamW
-lr 2e-3 with a 0.5-epoch warmup and a cosine over 12 epochs, then a second
-cosine cycle of 4 epochs from 3e-4 with a fresh optimizer) is the one the
-bundled model was trained with. Stage 2 can be run on its own from a
-stage-1 checkpoint (--resume CKPT, with --restart-epochs 0 given to the
-first run and --ckpt to both); the model is the same as the one command's.
+lr 2e-3 with a 0.5-epoch warmup and a cosine over 12 epochs) is the one the
+bundled model was trained with. --restart-epochs N adds a second cosine
+cycle of N epochs from --restart-lr with a fresh optimizer; it can also run
+alone from a finished checkpoint (--resume CKPT) and gives the same model
+as the one command. (4 more epochs from 3e-4 did not help the bundled
+recipe: 88.22% -> 88.04%, train accuracy 92% -> 93%.)
 
 Data: the Debian package dataset-fashion-mnist (IDX files, gzip'd, in
 /usr/share/datasets/fashion-mnist; MIT license). Preprocessing is the one
@@ -220,14 +221,15 @@ def recipe(args, hp, mean, std, train_minutes, history):
         "epochs": args.epochs, "seed": args.seed, "batch": args.batch,
         "optimizer": "AdamW(betas=(0.9, 0.999), weight_decay={} on matrices except pos_embed)".format(args.wd),
         "lr": args.lr,
-        "lr_schedule": "linear warmup {} epochs, cosine to {}; then {} epochs of a second cosine "
-                       "cycle from {} (fresh AdamW, no warmup)".format(
-                           args.warmup_epochs, args.lr_min, args.restart_epochs, args.restart_lr),
+        "lr_schedule": "linear warmup {} epochs, cosine to {}".format(args.warmup_epochs, args.lr_min) + (
+            "; then {} epochs of a second cosine cycle from {} (fresh AdamW, no warmup)".format(
+                args.restart_epochs, args.restart_lr) if args.restart_epochs else ""),
         "restart_epochs": args.restart_epochs,
         "grad_clip": args.clip,
         "loss": "cross entropy, label smoothing {}".format(args.label_smoothing),
-        "augmentation": "random crop 28 from {}-pixel background padding, horizontal flip p={}".format(
-            args.crop_pad, 0.5 if args.flip else 0),
+        "augmentation": ", ".join(
+            (["random crop 28 from {}-pixel background padding".format(args.crop_pad)] if args.crop_pad else [])
+            + (["horizontal flip p=0.5"] if args.flip else [])) or "none",
         "normalization": {"mean": float(mean), "std": float(std)},
         "history": history,
         "training_minutes": round(train_minutes, 1),
@@ -259,8 +261,8 @@ def main(argv=None):
     ap.add_argument("--export-only", metavar="CKPT", help="export CKPT to --out without training")
     ap.add_argument("--resume", metavar="CKPT",
                     help="a finished stage-1 checkpoint (--ckpt) of the same recipe: run stage 2 only")
-    ap.add_argument("--restart-epochs", type=int, default=4,
-                    help="epochs of the second cosine cycle (0: none)")
+    ap.add_argument("--restart-epochs", type=int, default=0,
+                    help="epochs of a second cosine cycle (0: none, the default)")
     ap.add_argument("--restart-lr", type=float, default=3e-4, help="peak lr of the second cycle")
     ap.add_argument("--data", default=DATA_DIR)
     ap.add_argument("--epochs", type=int, default=12)
