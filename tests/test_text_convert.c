@@ -1038,6 +1038,50 @@ static void check_hf(hf_flavor flavor)
 		    (int)flavor, diff8 / scale8, moved / scale);
 	cr_assert_leq(diff8 / scale8, 0.02, "int8 head: max|diff|/max|ref| = %.3g", diff8 / scale8);
 	cr_assert_gt(moved, 0.0, "the default head really is int8");
+
+	/* --head i4: 4-bit codes, one scale per 128 weights. The quantizer's
+	 * scale s lies in [0.8, 1] x max|block| / 7, so a value is off by at
+	 * most s / 2 or, clipped, by max|block| - 7 s: 0.2 max|block| bounds
+	 * both. The logits, against the reference on the dequantized rows,
+	 * again differ only by the head input's int8 rounding. */
+	tern_file *src4;
+	char hfdir[512];
+	snprintf(hfdir, sizeof hfdir, "%s", tmp("hf")); /* tmp() reuses its buffers */
+	cr_assert_eq(tern_file_open(ctx, hfdir, &src4), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	tern_convert_opts o4 = tern_convert_default_opts();
+	o4.head_type = TERN_DTYPE_I4;
+	int rc4 = convert_opts(hfdir, src4, &o4, tmp("hf-i4.tern"));
+	cr_assert_eq(rc4, TERN_OK, "%d %s", rc4, tern_ctx_errmsg(ctx));
+	tern_file_close(src4);
+	cr_assert_eq(tern_file_open(ctx, tmp("hf-i4.tern"), &fi), TERN_OK);
+	const tern_tensor *e4 = tern_file_find(fi, "token_embd.weight");
+	const tern_tensor *h4 = flavor == HF_1BIT ? tern_file_find(fi, "output.weight") : e4;
+	cr_assert_eq(e4->dtype, TERN_DTYPE_I4);
+	cr_assert_eq(e4->q.kind, TERN_SCALE_BLOCK);
+	cr_assert_eq(e4->q.block, 128);
+	cr_assert_eq(h4->dtype, TERN_DTYPE_I4);
+	for (int v = 0; v < H_V; v++) {
+		tern_tensor_row_to_float(e4, v, m8->emb + v * H_E);
+		tern_tensor_row_to_float(h4, v, m8->head + v * H_E);
+		for (int b0 = 0; b0 < H_E; b0 += 128) {
+			float amax = 0;
+			for (int i = b0; i < H_E && i < b0 + 128; i++)
+				amax = fmaxf(amax, fabsf(m->emb[v * H_E + i]));
+			for (int i = b0; i < H_E && i < b0 + 128; i++)
+				cr_assert_leq(fabsf(m8->emb[v * H_E + i] - m->emb[v * H_E + i]),
+					      0.2f * amax * 1.0001f, "i4 embedding row %d col %d", v, i);
+		}
+	}
+	tern_file_close(fi);
+	hf_logits(tmp("hf-i4.tern"), tok, H_N, ours8);
+	h_forward(m8, tok, ref8);
+	double diff4 = 0, scale4 = 0;
+	for (int i = 0; i < H_N * H_V; i++) {
+		diff4 = fmax(diff4, fabs(ours8[i] - ref8[i]));
+		scale4 = fmax(scale4, fabs(ref8[i]));
+	}
+	cr_log_info("hf flavour %d, i4 head: max|diff|/max|ref| %.3g", (int)flavor, diff4 / scale4);
+	cr_assert_leq(diff4 / scale4, 0.02, "i4 head: max|diff|/max|ref| = %.3g", diff4 / scale4);
 	free(m8);
 	text_state_free(s);
 	text_model_free(model);
