@@ -122,14 +122,15 @@ static void i8_from_i8(const int8_t *src, void *dst, int64_t n)
 	memset((int8_t *)dst + n, 0, (size_t)(padded - n));
 }
 
-/* Ternary rows are converted one SIMD group at a time through a small
- * stack buffer: the layout is local to each group (a trailing partial
- * chunk pads exactly as the row's tail does), so pack.c's whole-row
- * routines produce the row's bytes group by group without allocating. */
+/* Packed rows (T2, T3, I4) are converted one 64-byte SIMD group at a time
+ * through a small stack buffer: the layout is local to each group (a
+ * trailing partial chunk pads exactly as the row's tail does), so pack.c's
+ * whole-row routines produce the row's bytes group by group without
+ * allocating. */
 #define TERN_GROUP_MAX 320
 
-static void ternary_to_float(const void *src, float *dst, int64_t n, int64_t group,
-			     void (*unpack)(const uint8_t *, int64_t, int8_t *))
+static void packed_to_float(const void *src, float *dst, int64_t n, int64_t group,
+			    void (*unpack)(const uint8_t *, int64_t, int8_t *))
 {
 	int8_t buf[TERN_GROUP_MAX];
 	const uint8_t *s = src;
@@ -141,37 +142,37 @@ static void ternary_to_float(const void *src, float *dst, int64_t n, int64_t gro
 	}
 }
 
-static void ternary_from_float(const float *src, void *dst, int64_t n, int64_t group,
-			       void (*pack)(const int8_t *, int64_t, uint8_t *))
+static void packed_from_float(const float *src, void *dst, int64_t n, int64_t group, double lo,
+			      double hi, void (*pack)(const int8_t *, int64_t, uint8_t *))
 {
 	int8_t buf[TERN_GROUP_MAX];
 	uint8_t *d = dst;
 	for (int64_t g0 = 0; g0 < n; g0 += group) {
 		int64_t len = TERN_MIN(group, n - g0);
 		for (int64_t i = 0; i < len; i++)
-			buf[i] = (int8_t)round_clamp(src[g0 + i], -1.0, 1.0);
+			buf[i] = (int8_t)round_clamp(src[g0 + i], lo, hi);
 		pack(buf, len, d + g0 / group * 64);
 	}
 }
 
 static void t2_to_float(const void *src, float *dst, int64_t n)
 {
-	ternary_to_float(src, dst, n, 256, tern_t2_unpack_row);
+	packed_to_float(src, dst, n, 256, tern_t2_unpack_row);
 }
 
 static void t2_from_float(const float *src, void *dst, int64_t n)
 {
-	ternary_from_float(src, dst, n, 256, tern_t2_pack_row);
+	packed_from_float(src, dst, n, 256, -1.0, 1.0, tern_t2_pack_row);
 }
 
 static void t3_to_float(const void *src, float *dst, int64_t n)
 {
-	ternary_to_float(src, dst, n, 320, tern_t3_unpack_row);
+	packed_to_float(src, dst, n, 320, tern_t3_unpack_row);
 }
 
 static void t3_from_float(const float *src, void *dst, int64_t n)
 {
-	ternary_from_float(src, dst, n, 320, tern_t3_pack_row);
+	packed_from_float(src, dst, n, 320, -1.0, 1.0, tern_t3_pack_row);
 }
 
 static void t2_to_i8(const void *src, int8_t *dst, int64_t n)
@@ -209,26 +210,12 @@ static void i4_from_i8(const int8_t *src, void *dst, int64_t n)
 
 static void i4_to_float(const void *src, float *dst, int64_t n)
 {
-	int8_t buf[I4_GROUP];
-	const uint8_t *s = src;
-	for (int64_t g0 = 0; g0 < n; g0 += I4_GROUP) {
-		int64_t len = TERN_MIN(I4_GROUP, n - g0);
-		tern_i4_unpack_row(s + g0 / 2, len, buf);
-		for (int64_t i = 0; i < len; i++)
-			dst[g0 + i] = (float)buf[i];
-	}
+	packed_to_float(src, dst, n, I4_GROUP, tern_i4_unpack_row);
 }
 
 static void i4_from_float(const float *src, void *dst, int64_t n)
 {
-	int8_t buf[I4_GROUP];
-	uint8_t *d = dst;
-	for (int64_t g0 = 0; g0 < n; g0 += I4_GROUP) {
-		int64_t len = TERN_MIN(I4_GROUP, n - g0);
-		for (int64_t i = 0; i < len; i++)
-			buf[i] = (int8_t)round_clamp(src[g0 + i], -8.0, 7.0);
-		tern_i4_pack_row(buf, len, d + g0 / 2);
-	}
+	packed_from_float(src, dst, n, I4_GROUP, -8.0, 7.0, tern_i4_pack_row);
 }
 
 /* ---- the traits table ---------------------------------------------------- */
