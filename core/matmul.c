@@ -10,6 +10,7 @@
  * comes from the context's scratch slot 0 (slots 1..7 are the callers'),
  * so nothing is allocated once the buffers are warm.
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -314,23 +315,48 @@ static int threads_for(tern_ctx *ctx, int64_t rows, int64_t n, int64_t k)
 
 /* ---- quantized weights -------------------------------------------------- */
 
-typedef struct qjob {
-	const tern_kernels *kern;
+/*
+ * Work sharing. Each thread owns a contiguous run of tiles (so its weight
+ * reads stay sequential for the prefetchers) and takes them one at a time
+ * from an atomic cursor; a thread that finishes early takes tiles from the
+ * other threads' cursors. On a machine whose cores run at different speeds
+ * from one moment to the next (a VM beside other tenants), nobody waits
+ * for the slowest static share. Which thread computes a tile never changes
+ * its result.
+ */
+#define STEAL_MAX 64
+
+typedef struct steal_cursor {
+	_Alignas(64) atomic_llong next;
+	int64_t end;
+} steal_cursor;
+
+/* One weight of a (possibly multi-weight) quantized matmul. */
+typedef struct qpart {
 	const wview *w;
-	const tern_qact *a;
 	const int32_t *bsum;   /* [n][nb] activation sums per scale block */
 	tiling g;
 	float *y;
 	int64_t ldy;
+	int32_t *out_raw;      /* tern_matmul_raw_i32: kernels write here */
+	int64_t first;         /* index of its first tile among all parts' */
+} qpart;
+
+typedef struct qjob {
+	const tern_kernels *kern;
+	const tern_qact *a;
+	int count;
+	qpart part[TERN_MATMUL_MANY_MAX];
+	int64_t tiles;         /* all parts' tiles */
 	int32_t *raw;          /* nth tiles of raw_stride int32 */
 	size_t raw_stride;
-	int32_t *out_raw;      /* tern_matmul_raw_i32: kernels write here */
+	steal_cursor *cur;     /* [nth], or NULL for a plain static split */
 } qjob;
 
-static void run_kernel(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64_t nt,
-		       int32_t *out)
+static void run_kernel(const qjob *j, const qpart *p, int64_t r0, int64_t nr, int64_t t0,
+		       int64_t nt, int32_t *out)
 {
-	const wview *w = j->w;
+	const wview *w = p->w;
 	const tern_qact *a = j->a;
 	const uint8_t *wr = w->codes + (size_t)r0 * w->stride;
 	const int8_t *at = a->q + t0 * a->kpad;
@@ -346,7 +372,7 @@ static void run_kernel(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64_
 		const size_t ssz = w->f16_scales ? 2 : 4;
 		j->kern->i4_dot(wr, w->stride, w->scales + (size_t)r0 * (size_t)w->nb * ssz,
 				(size_t)w->nb * ssz, w->f16_scales, nr, at, (size_t)a->kpad,
-				j->bsum + t0 * w->nb, nt, w->kpad, (float *)out);
+				p->bsum + t0 * w->nb, nt, w->kpad, (float *)out);
 		break;
 	}
 	default:
@@ -359,10 +385,10 @@ static void run_kernel(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64_
 /* Raw sums of a tile ([nr][nt][nb]) to floats: y = (raw - asum) * ws * as,
  * in that order, one block at a time for per-block scales. Tokens are the
  * outer loop so the stores run along rows of y. */
-static void finish_tile(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64_t nt,
-			const int32_t *raw)
+static void finish_tile(const qjob *j, const qpart *p, int64_t r0, int64_t nr, int64_t t0,
+			int64_t nt, const int32_t *raw)
 {
-	const wview *w = j->w;
+	const wview *w = p->w;
 	const tern_qact *a = j->a;
 	const int64_t nb = w->nb;
 	const float wt = w->kind == TERN_SCALE_TENSOR ? scale_get(w, 0) : 0.0f;
@@ -371,7 +397,7 @@ static void finish_tile(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64
 		const float *f = (const float *)raw;
 		for (int64_t t = 0; t < nt; t++) {
 			const float as = a->scale[t0 + t];
-			float *yt = j->y + (t0 + t) * j->ldy + r0;
+			float *yt = p->y + (t0 + t) * p->ldy + r0;
 			for (int64_t r = 0; r < nr; r++)
 				yt[r] = f[r * nt + t] * as;
 		}
@@ -381,10 +407,10 @@ static void finish_tile(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64
 		const int64_t tok = t0 + t;
 		const float as = a->scale[tok];
 		const int32_t asum = w->dtype == TERN_DTYPE_I8 ? 0 : a->sum[tok];
-		float *yt = j->y + tok * j->ldy + r0;
+		float *yt = p->y + tok * p->ldy + r0;
 		const int32_t *rt = raw + t * nb;
 		if (w->kind == TERN_SCALE_BLOCK) {
-			const int32_t *bs = j->bsum + tok * nb;
+			const int32_t *bs = p->bsum + tok * nb;
 			for (int64_t r = 0; r < nr; r++) {
 				const int32_t *rw = rt + r * nt * nb;
 				float acc = 0.0f;
@@ -404,24 +430,62 @@ static void finish_tile(const qjob *j, int64_t r0, int64_t nr, int64_t t0, int64
 	}
 }
 
+/* Tile i of all the parts' tiles, with this thread's raw buffer. */
+static void q_tile(const qjob *j, int64_t i, int32_t *raw)
+{
+	int pi = 0;
+	while (pi + 1 < j->count && i >= j->part[pi + 1].first)
+		pi++;
+	const qpart *p = &j->part[pi];
+	int64_t r0, nr, t0, nt;
+	tile_bounds(&p->g, i - p->first, p->w->rows, j->a->n, &r0, &nr, &t0, &nt);
+	if (p->out_raw) {
+		/* Raw mode tiles cover all tokens, so the tile is a
+		 * contiguous run of the [rows][n][nb] output. */
+		run_kernel(j, p, r0, nr, t0, nt, p->out_raw + r0 * j->a->n * p->w->nb);
+	} else {
+		run_kernel(j, p, r0, nr, t0, nt, raw);
+		finish_tile(j, p, r0, nr, t0, nt, raw);
+	}
+}
+
 static void qjob_fn(void *arg, int ith, int nth)
 {
 	const qjob *j = arg;
-	int64_t b, e;
-	tern_split_range(j->g.nrt * j->g.ntt, 1, ith, nth, &b, &e);
 	int32_t *raw = j->raw ? j->raw + (size_t)ith * j->raw_stride : NULL;
-	for (int64_t i = b; i < e; i++) {
-		int64_t r0, nr, t0, nt;
-		tile_bounds(&j->g, i, j->w->rows, j->a->n, &r0, &nr, &t0, &nt);
-		if (j->out_raw) {
-			/* Raw mode tiles cover all tokens, so the tile is a
-			 * contiguous run of the [rows][n][nb] output. */
-			run_kernel(j, r0, nr, t0, nt, j->out_raw + r0 * j->a->n * j->w->nb);
-		} else {
-			run_kernel(j, r0, nr, t0, nt, raw);
-			finish_tile(j, r0, nr, t0, nt, raw);
+	if (!j->cur) {
+		int64_t b, e;
+		tern_split_range(j->tiles, 1, ith, nth, &b, &e);
+		for (int64_t i = b; i < e; i++)
+			q_tile(j, i, raw);
+		return;
+	}
+	for (int v = 0; v < nth; v++) {
+		steal_cursor *c = &j->cur[(ith + v) % nth];
+		for (;;) {
+			int64_t i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+			if (i >= c->end)
+				break;
+			q_tile(j, i, raw);
 		}
 	}
+}
+
+/* Run j on nth threads, sharing its tiles as described above. */
+static void qjob_go(tern_ctx *ctx, int nth, qjob *j)
+{
+	steal_cursor cur[STEAL_MAX];
+	j->cur = NULL;
+	if (nth > 1 && nth <= STEAL_MAX) {
+		for (int i = 0; i < nth; i++) {
+			int64_t b, e;
+			tern_split_range(j->tiles, 1, i, nth, &b, &e);
+			atomic_init(&cur[i].next, b);
+			cur[i].end = e;
+		}
+		j->cur = cur;
+	}
+	pool_go(ctx, nth, qjob_fn, j);
 }
 
 static int check_qact(tern_ctx *ctx, const wview *w, const tern_qact *a)
@@ -437,20 +501,6 @@ static int check_qact(tern_ctx *ctx, const wview *w, const tern_qact *a)
 	return TERN_OK;
 }
 
-/* Bytes of slot-0 scratch that matmul_q_run needs after `offset`. */
-static int q_scratch_need(const wview *w, int64_t n, int nth, const tiling *g, size_t *raw_stride,
-			  size_t *bsum_off, size_t *total)
-{
-	size_t tile = (size_t)(g->tr * g->tt * w->nraw);
-	*raw_stride = align64(tile * 4) / 4;
-	size_t raw_bytes, bsum_bytes;
-	if (tern_size_mul(*raw_stride * 4, (size_t)nth, &raw_bytes) ||
-	    tern_size_mul((size_t)n * 4, (size_t)w->nb, &bsum_bytes))
-		return TERN_E_OVERFLOW;
-	*bsum_off = raw_bytes;
-	return tern_size_add(raw_bytes, align64(bsum_bytes), total);
-}
-
 static tiling q_tiling(const wview *w, int64_t n, int nth, bool raw_mode)
 {
 	if (raw_mode)
@@ -459,35 +509,77 @@ static tiling q_tiling(const wview *w, int64_t n, int nth, bool raw_mode)
 	return tiling_of(w->rows, n, TILE_ROWS, tt_max, nth, true);
 }
 
-/* The threaded part of tern_matmul_q, with its scratch (raw tiles, then
- * block sums) at `mem`. */
-static void matmul_q_run(tern_ctx *ctx, const wview *w, const tern_qact *a, const tiling *g,
-			 void *mem, size_t raw_stride, size_t bsum_off, float *y, int64_t ldy)
+/* Slot-0 scratch of a quantized matmul over `count` weights: nth raw
+ * tiles of the largest tile, then each part's block sums. */
+typedef struct q_scratch {
+	size_t raw_stride;                    /* int32 per thread */
+	size_t bsum_off[TERN_MATMUL_MANY_MAX]; /* bytes from the start */
+	size_t total;
+} q_scratch;
+
+static int q_scratch_need(const wview *const *w, const tiling *g, int count, int64_t n, int nth,
+			  q_scratch *s)
+{
+	size_t tile = 0;
+	for (int i = 0; i < count; i++)
+		tile = TERN_MAX(tile, (size_t)(g[i].tr * g[i].tt * w[i]->nraw));
+	s->raw_stride = align64(tile * 4) / 4;
+	size_t off;
+	if (tern_size_mul(s->raw_stride * 4, (size_t)nth, &off))
+		return TERN_E_OVERFLOW;
+	for (int i = 0; i < count; i++) {
+		size_t bsum_bytes;
+		s->bsum_off[i] = off;
+		if (tern_size_mul((size_t)n * 4, (size_t)w[i]->nb, &bsum_bytes) ||
+		    tern_size_add(off, align64(bsum_bytes), &off))
+			return TERN_E_OVERFLOW;
+	}
+	s->total = off;
+	return TERN_OK;
+}
+
+/* Activation sums per scale block of w, from the 32-value chunk sums. */
+static void block_sums(const wview *w, const tern_qact *a, int32_t *bsum)
+{
+	int64_t nc = a->kpad / 32, per = w->blk / 32;
+	for (int64_t t = 0; t < a->n; t++) {
+		for (int64_t b = 0; b < w->nb; b++) {
+			int32_t s = 0;
+			for (int64_t c = b * per; c < TERN_MIN((b + 1) * per, nc); c++)
+				s += a->csum[t * nc + c];
+			bsum[t * w->nb + b] = s;
+		}
+	}
+}
+
+/* The threaded part of a quantized matmul over `count` weights, with its
+ * scratch (raw tiles, then block sums) at `mem`. */
+static void matmul_q_run(tern_ctx *ctx, int count, const wview *const *w, const tern_qact *a,
+			 const tiling *g, int nth, void *mem, const q_scratch *s, float *const *y,
+			 const int64_t *ldy)
 {
 	qjob j;
 	memset(&j, 0, sizeof j);
 	j.kern = tern_ctx_kernels_of(ctx);
-	j.w = w;
 	j.a = a;
-	j.g = *g;
-	j.y = y;
-	j.ldy = ldy;
+	j.count = count;
 	j.raw = mem;
-	j.raw_stride = raw_stride;
-	if (w->kind == TERN_SCALE_BLOCK) {
-		int32_t *bsum = (int32_t *)((char *)mem + bsum_off);
-		int64_t nc = a->kpad / 32, per = w->blk / 32;
-		for (int64_t t = 0; t < a->n; t++) {
-			for (int64_t b = 0; b < w->nb; b++) {
-				int32_t s = 0;
-				for (int64_t c = b * per; c < TERN_MIN((b + 1) * per, nc); c++)
-					s += a->csum[t * nc + c];
-				bsum[t * w->nb + b] = s;
-			}
+	j.raw_stride = s->raw_stride;
+	for (int i = 0; i < count; i++) {
+		qpart *p = &j.part[i];
+		p->w = w[i];
+		p->g = g[i];
+		p->y = y[i];
+		p->ldy = ldy[i];
+		p->first = j.tiles;
+		j.tiles += g[i].nrt * g[i].ntt;
+		if (w[i]->kind == TERN_SCALE_BLOCK) {
+			int32_t *bsum = (int32_t *)((char *)mem + s->bsum_off[i]);
+			block_sums(w[i], a, bsum);
+			p->bsum = bsum;
 		}
-		j.bsum = bsum;
 	}
-	pool_go(ctx, g->nth, qjob_fn, &j);
+	qjob_go(ctx, nth, &j);
 }
 
 static int check_out(tern_ctx *ctx, const float *y, int64_t n, int64_t rows, int64_t ldy)
@@ -500,30 +592,56 @@ static int check_out(tern_ctx *ctx, const float *y, int64_t n, int64_t rows, int
 	return TERN_OK;
 }
 
-int tern_matmul_q(tern_ctx *ctx, const tern_tensor *W, const tern_qact *a, float *y, int64_t ldy)
+int tern_matmul_q_many(tern_ctx *ctx, int count, const tern_tensor *const *W, const tern_qact *a,
+		       float *const *y, const int64_t *ldy)
 {
 	if (!ctx)
 		return tern_error(ctx, TERN_E_INVALID, "tern_matmul_q: NULL context");
-	wview w;
-	int rc = wview_of(ctx, W, &w);
-	if (rc != TERN_OK)
-		return rc;
-	if (!is_quantized_weight(w.dtype))
+	if (count < 1 || count > TERN_MATMUL_MANY_MAX || !W || !y || !ldy)
 		return tern_error(ctx, TERN_E_INVALID,
-				  "tern_matmul_q: %s weights take float activations (tern_matmul)",
-				  tern_dtype_name(w.dtype));
-	if ((rc = check_qact(ctx, &w, a)) != TERN_OK || (rc = check_out(ctx, y, a->n, w.rows, ldy)))
-		return rc;
-	int nth = threads_for(ctx, w.rows, a->n, w.kpad);
-	tiling g = q_tiling(&w, a->n, nth, false);
-	size_t raw_stride, bsum_off, total;
-	if (q_scratch_need(&w, a->n, nth, &g, &raw_stride, &bsum_off, &total) != TERN_OK)
+				  "tern_matmul_q_many: %d weights (1..%d, with outputs)", count,
+				  TERN_MATMUL_MANY_MAX);
+	wview wv[TERN_MATMUL_MANY_MAX];
+	const wview *wp[TERN_MATMUL_MANY_MAX];
+	tiling g[TERN_MATMUL_MANY_MAX];
+	int64_t work = 0;
+	for (int i = 0; i < count; i++) {
+		int rc = wview_of(ctx, W[i], &wv[i]);
+		if (rc != TERN_OK)
+			return rc;
+		if (!is_quantized_weight(wv[i].dtype))
+			return tern_error(ctx, TERN_E_INVALID,
+					  "tern_matmul_q: %s weights take float activations "
+					  "(tern_matmul)",
+					  tern_dtype_name(wv[i].dtype));
+		if ((rc = check_qact(ctx, &wv[i], a)) != TERN_OK ||
+		    (rc = check_out(ctx, y[i], a->n, wv[i].rows, ldy[i])))
+			return rc;
+		wp[i] = &wv[i];
+		/* Sizes are checked (rows * kpad fits the tensor's bytes), so
+		 * the work estimate only saturates. */
+		int64_t wk;
+		if (__builtin_mul_overflow(wv[i].rows, a->n, &wk) ||
+		    __builtin_mul_overflow(wk, wv[i].kpad, &wk) ||
+		    __builtin_add_overflow(work, wk, &work))
+			work = INT64_MAX;
+	}
+	int nth = work < SMALL_WORK ? 1 : tern_ctx_threads(ctx);
+	for (int i = 0; i < count; i++)
+		g[i] = q_tiling(&wv[i], a->n, nth, false);
+	q_scratch s;
+	if (q_scratch_need(wp, g, count, a->n, nth, &s) != TERN_OK)
 		return tern_error(ctx, TERN_E_OVERFLOW, "tern_matmul_q: scratch size overflows");
-	void *mem = tern_ctx_scratch(ctx, MATMUL_SLOT, total);
+	void *mem = tern_ctx_scratch(ctx, MATMUL_SLOT, s.total);
 	if (!mem)
 		return TERN_E_NOMEM;
-	matmul_q_run(ctx, &w, a, &g, mem, raw_stride, bsum_off, y, ldy);
+	matmul_q_run(ctx, count, wp, a, g, nth, mem, &s, y, ldy);
 	return TERN_OK;
+}
+
+int tern_matmul_q(tern_ctx *ctx, const tern_tensor *W, const tern_qact *a, float *y, int64_t ldy)
+{
+	return tern_matmul_q_many(ctx, 1, &W, a, &y, &ldy);
 }
 
 int tern_matmul_raw_i32(tern_ctx *ctx, const tern_tensor *W, const tern_qact *a, int32_t *out)
@@ -544,11 +662,14 @@ int tern_matmul_raw_i32(tern_ctx *ctx, const tern_tensor *W, const tern_qact *a,
 	qjob j;
 	memset(&j, 0, sizeof j);
 	j.kern = tern_ctx_kernels_of(ctx);
-	j.w = &w;
 	j.a = a;
-	j.g = q_tiling(&w, a->n, threads_for(ctx, w.rows, a->n, w.kpad), true);
-	j.out_raw = out;
-	pool_go(ctx, j.g.nth, qjob_fn, &j);
+	j.count = 1;
+	int nth = threads_for(ctx, w.rows, a->n, w.kpad);
+	j.part[0].w = &w;
+	j.part[0].g = q_tiling(&w, a->n, nth, true);
+	j.part[0].out_raw = out;
+	j.tiles = j.part[0].g.nrt * j.part[0].g.ntt;
+	qjob_go(ctx, nth, &j);
 	return TERN_OK;
 }
 
@@ -621,9 +742,11 @@ int tern_matmul(tern_ctx *ctx, const tern_tensor *W, const float *x, int64_t n, 
 				  (long long)n, (long long)w.cols);
 	int nth = threads_for(ctx, w.rows, n, w.kpad);
 	tiling g = q_tiling(&w, n, nth, false);
-	size_t raw_stride, bsum_off, need, total;
-	if (q_scratch_need(&w, n, nth, &g, &raw_stride, &bsum_off, &need) != TERN_OK ||
-	    tern_size_add(l.total, need, &total) != TERN_OK)
+	const wview *wp = &w;
+	q_scratch s;
+	size_t total;
+	if (q_scratch_need(&wp, &g, 1, n, nth, &s) != TERN_OK ||
+	    tern_size_add(l.total, s.total, &total) != TERN_OK)
 		return tern_error(ctx, TERN_E_OVERFLOW, "tern_matmul: scratch size overflows");
 	char *mem = tern_ctx_scratch(ctx, MATMUL_SLOT, total);
 	if (!mem)
@@ -631,6 +754,6 @@ int tern_matmul(tern_ctx *ctx, const tern_tensor *W, const float *x, int64_t n, 
 	tern_qact a;
 	qact_bind(mem, n, w.cols, w.kpad, &l, &a);
 	quant_run(ctx, x, ldx, TERN_ACTQ_MUL, TERN_ROUND_EVEN, &a);
-	matmul_q_run(ctx, &w, &a, &g, mem + l.total, raw_stride, bsum_off, y, ldy);
+	matmul_q_run(ctx, 1, &wp, &a, &g, nth, mem + l.total, &s, &y, &ldy);
 	return TERN_OK;
 }

@@ -1285,3 +1285,104 @@ Test(kernels, i4_refuses_raw_sums_and_scale_kinds_other_than_block_128)
 	tern_tensor_free(W);
 	tern_ctx_free(ctx);
 }
+
+Test(kernels, matmul_q_many_equals_separate_calls_bit_for_bit)
+{
+	/* Weights of every quantized dtype and scale kind behind one set of
+	 * activations, in one dispatch: the outputs must be exactly those of
+	 * one tern_matmul_q per weight, whatever the thread count (the
+	 * threads steal each other's tiles, so the split varies run to run). */
+	tu_rng rng = tu_rng_new(31);
+	static const int64_t ks[] = { 129, 1152, 2560 };
+	static const int64_t ns[] = { 1, 3, 17 };
+	tern_ctx *c1 = ctx_with(1, tern_kernel_detect());
+	tern_ctx *cs[3] = { c1, ctx_with(2, tern_kernel_detect()), ctx_with(3, tern_kernel_detect()) };
+	for (size_t ki = 0; ki < 3; ki++)
+		for (size_t ni = 0; ni < 3; ni++) {
+			const int64_t k = ks[ki], n = ns[ni];
+			const int64_t rows[4] = { tu_int(&rng, 1, 9), tu_int(&rng, 60, 300),
+						  tu_int(&rng, 200, 700), tu_int(&rng, 1, 130) };
+			int8_t *vals = malloc((size_t)(700 * k));
+			tern_tensor *W[4] = {
+				quant_tensor(TERN_DTYPE_T2, qp_list[ki % 4], rows[0], k, &rng, vals),
+				quant_tensor(TERN_DTYPE_T3, qp_list[(ki + 2) % 4], rows[1], k, &rng,
+					     vals),
+				quant_tensor(TERN_DTYPE_I8, qp_list[ni % 2], rows[2], k, &rng, vals),
+				i4_tensor(TERN_DTYPE_F16, rows[3], k, &rng, vals),
+			};
+			float *x = malloc(sizeof(float) * (size_t)(n * k));
+			for (int64_t i = 0; i < n * k; i++)
+				x[i] = tu_normal(&rng);
+			for (int c = 0; c < 4; c++) {
+				/* The activations' padding is fixed by the dtype. */
+				tern_qact a;
+				cr_assert_eq(tern_qact_quantize(c1, 1, W[c]->dtype, x, n, k, k,
+								TERN_ACTQ_MUL, TERN_ROUND_EVEN, &a),
+					     TERN_OK);
+				float *ref = malloc(sizeof(float) * (size_t)(n * rows[c] + 1));
+				cr_assert_eq(tern_matmul_q(c1, W[c], &a, ref, rows[c]), TERN_OK);
+				/* The same weight three times (with different output
+				 * strides) and once alone, on every thread count. */
+				for (int ti = 0; ti < 3; ti++) {
+					const tern_tensor *Wm[3] = { W[c], W[c], W[c] };
+					const int64_t ld[3] = { rows[c], rows[c] + 5, rows[c] };
+					float *y[3];
+					for (int i = 0; i < 3; i++)
+						y[i] = malloc(sizeof(float) * (size_t)(n * ld[i]));
+					cr_assert_eq(tern_matmul_q_many(cs[ti], 3, Wm, &a, y, ld), TERN_OK);
+					for (int i = 0; i < 3; i++)
+						for (int64_t t = 0; t < n; t++)
+							cr_assert_eq(memcmp(y[i] + t * ld[i], ref + t * rows[c],
+									    sizeof(float) * (size_t)rows[c]),
+								     0, "%s k=%lld n=%lld threads=%d part %d",
+								     tern_dtype_name(W[c]->dtype), (long long)k,
+								     (long long)n, ti + 1, i);
+					for (int i = 0; i < 3; i++)
+						free(y[i]);
+				}
+				free(ref);
+			}
+			/* Mixed dtypes need one activation set per padding; T2 and
+			 * I8 pad alike when k is a multiple of 256, so mix those. */
+			if (tern_row_padded(TERN_DTYPE_T2, k) == tern_row_padded(TERN_DTYPE_I8, k)) {
+				tern_qact a;
+				cr_assert_eq(tern_qact_quantize(c1, 1, TERN_DTYPE_T2, x, n, k, k,
+								TERN_ACTQ_MUL, TERN_ROUND_EVEN, &a),
+					     TERN_OK);
+				const tern_tensor *Wm[2] = { W[0], W[2] };
+				const int64_t ld[2] = { rows[0], rows[2] };
+				float *y[2], *r[2];
+				for (int i = 0; i < 2; i++) {
+					y[i] = malloc(sizeof(float) * (size_t)(n * ld[i]));
+					r[i] = malloc(sizeof(float) * (size_t)(n * ld[i]));
+					cr_assert_eq(tern_matmul_q(c1, Wm[i], &a, r[i], ld[i]), TERN_OK);
+				}
+				cr_assert_eq(tern_matmul_q_many(cs[1], 2, Wm, &a, y, ld), TERN_OK);
+				for (int i = 0; i < 2; i++) {
+					cr_assert_eq(memcmp(y[i], r[i], sizeof(float) * (size_t)(n * ld[i])),
+						     0, "mixed t2/i8 part %d k=%lld", i, (long long)k);
+					free(y[i]);
+					free(r[i]);
+				}
+			}
+			/* Counts outside 1..TERN_MATMUL_MANY_MAX are refused. */
+			{
+				tern_qact a;
+				cr_assert_eq(tern_qact_quantize(c1, 1, TERN_DTYPE_T2, x, n, k, k,
+								TERN_ACTQ_MUL, TERN_ROUND_EVEN, &a),
+					     TERN_OK);
+				const tern_tensor *Wm[5] = { W[0], W[0], W[0], W[0], W[0] };
+				float *y[5] = { x, x, x, x, x };
+				const int64_t ld[5] = { k, k, k, k, k };
+				cr_assert_eq(tern_matmul_q_many(c1, 0, Wm, &a, y, ld), TERN_E_INVALID);
+				cr_assert_eq(tern_matmul_q_many(c1, 5, Wm, &a, y, ld), TERN_E_INVALID);
+				cr_assert_str_not_empty(tern_ctx_errmsg(c1));
+			}
+			free(x);
+			free(vals);
+			for (int c = 0; c < 4; c++)
+				tern_tensor_free(W[c]);
+		}
+	for (int i = 0; i < 3; i++)
+		tern_ctx_free(cs[i]);
+}

@@ -45,6 +45,15 @@ TERN_API int tern_matmul(tern_ctx *ctx, const tern_tensor *W, const float *x, in
 TERN_API int tern_matmul_q(tern_ctx *ctx, const tern_tensor *W, const tern_qact *a, float *y,
 			   int64_t ldy);
 
+/* Up to TERN_MATMUL_MANY_MAX weights reading the same activations (q, k
+ * and v; gate and up) in one dispatch to the threads: y[i] (row stride
+ * ldy[i]) = W[i] a, bit for bit what count calls of tern_matmul_q give,
+ * with one wake-up and one wait instead of count. Checks as tern_matmul_q,
+ * for every W[i]; TERN_E_INVALID if count is outside 1..MAX. */
+#define TERN_MATMUL_MANY_MAX 4
+TERN_API int tern_matmul_q_many(tern_ctx *ctx, int count, const tern_tensor *const *W,
+				const tern_qact *a, float *const *y, const int64_t *ldy);
+
 /* Raw integer accumulators, for tests and tools: out[r][t][b] (int32) =
  * sum over scale block b of row r of code*q, with codes as stored
  * (T2/T3: w + 1, so subtract the block's activation sum to get w*q).

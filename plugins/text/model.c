@@ -516,9 +516,11 @@ static int linear_group(tern_ctx *ctx, int count, const tern_tensor *const *W, c
 	if (shared)
 		rc = tern_qact_quantize(ctx, SLOT_QACT, W[0]->dtype, x, n, k, k, TERN_ACTQ_MUL,
 					TERN_ROUND_EVEN, &a);
+	if (shared && rc == TERN_OK)
+		rc = tern_matmul_q_many(ctx, count, W, &a, y, ldy);
 	for (int i = 0; i < count && rc == TERN_OK; i++) {
-		rc = shared ? tern_matmul_q(ctx, W[i], &a, y[i], ldy[i])
-			    : tern_matmul(ctx, W[i], x, n, k, y[i], ldy[i]);
+		if (!shared)
+			rc = tern_matmul(ctx, W[i], x, n, k, y[i], ldy[i]);
 		if (rc == TERN_OK && scale[i] != 1.0f)
 			for (int64_t t = 0; t < n; t++)
 				tern_vec_scale(y[i] + t * ldy[i], scale[i], tern_tensor_rows(W[i]));
@@ -743,14 +745,18 @@ static int rope_rows(const text_config *c, float *x, int64_t n_heads, int64_t po
 	return tern_rope(x, n_heads, c->head_dim, c->rot_dim, pos, c->rope_base, c->rope);
 }
 
-/* Causal attention of a chunk, split into (token, kv head) items so both
- * prefill and single-token decode spread over the pool. */
+/* Causal attention of a chunk, split into (token, head) items. In prefill
+ * the threads take them in turn from a shared counter (later tokens see
+ * more keys, so a static split would leave the first threads idle); a
+ * decode step's heads are split evenly. Each head is computed by the same
+ * code whichever thread takes it. */
 typedef struct attn_job {
 	const text_config *c;
 	const float *q, *k, *v; /* q [n][QW]; k, v: this layer's cache from position 0 */
 	float *out;             /* [n][QW] */
 	int64_t n, pos0, n_ctx;
 	float *scratch;         /* nth rows of n_ctx floats */
+	atomic_llong next;      /* next item to take */
 	atomic_int rc;
 } attn_job;
 
@@ -760,18 +766,28 @@ static void attn_fn(void *arg, int ith, int nth)
 	const text_config *c = j->c;
 	const int64_t group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
 	const int64_t QW = c->n_heads * hd, KW = c->n_kv_heads * hd;
-	int64_t b, e;
-	tern_split_range(j->n * c->n_kv_heads, 1, ith, nth, &b, &e);
-	for (int64_t it = b; it < e; it++) {
-		const int64_t t = it / c->n_kv_heads, g = it % c->n_kv_heads;
+	const int64_t items = j->n * c->n_heads;
+	/* One token (decode): every head costs the same, so each thread
+	 * takes a contiguous run of heads, which keeps most of a kv group's
+	 * heads on one core (its keys and values stay in that core's cache). */
+	int64_t b = 0, e = 0;
+	if (j->n == 1)
+		tern_split_range(items, 1, ith, nth, &b, &e);
+	for (;;) {
+		const int64_t it = j->n == 1 ? b++
+					     : atomic_fetch_add_explicit(&j->next, 1,
+									 memory_order_relaxed);
+		if (it >= (j->n == 1 ? e : items))
+			break;
+		const int64_t t = it / c->n_heads, h = it % c->n_heads;
 		const tern_attn_params p = {
-			.n_q = 1, .n_kv = j->pos0 + t + 1, .n_heads = group, .n_kv_heads = 1,
+			.n_q = 1, .n_kv = j->pos0 + t + 1, .n_heads = 1, .n_kv_heads = 1,
 			.head_dim = hd, .q_pos0 = j->pos0 + t, .causal = true,
 			.scale = 1.0f / sqrtf((float)hd),
 			.q_stride = QW, .kv_stride = KW, .out_stride = QW,
 		};
-		int rc = tern_attention(&p, j->q + t * QW + g * group * hd, j->k + g * hd,
-					j->v + g * hd, j->out + t * QW + g * group * hd,
+		int rc = tern_attention(&p, j->q + t * QW + h * hd, j->k + (h / group) * hd,
+					j->v + (h / group) * hd, j->out + t * QW + h * hd,
 					j->scratch + (size_t)ith * (size_t)j->n_ctx);
 		if (rc)
 			atomic_store(&j->rc, rc);
@@ -918,7 +934,8 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 					.n = n, .pos0 = pos0, .n_ctx = s->n_ctx,
 					.scratch = scratch };
 			atomic_init(&aj.rc, TERN_OK);
-			if (nth > 1 && n * c->n_kv_heads > 1)
+			atomic_init(&aj.next, 0);
+			if (nth > 1 && n * c->n_heads > 1)
 				tern_pool_run(tern_ctx_pool(ctx), attn_fn, &aj);
 			else
 				attn_fn(&aj, 0, 1);
