@@ -347,25 +347,55 @@ static int measure_bandwidth(bench_run *r, size_t bytes, int runs, double min_s,
 	return CLI_OK;
 }
 
-int bench_bandwidth(tern_ctx *ctx, double *gbs)
-{
+struct bench_probe {
 	bench_opts o;
 	bench_run r;
-	size_t bytes = (size_t)1024 << 20;
-	int st;
+};
 
-	memset(&o, 0, sizeof o);
-	memset(&r, 0, sizeof r);
-	r.o = &o;
-	r.ctx = ctx;
-	r.arena_bytes = bytes;
-	r.arena = arena_alloc(bytes);
-	if (!r.arena) {
-		cli_error("%s: cannot allocate %zu MiB for the bandwidth probe", CMD, bytes >> 20);
+int bench_probe_open(tern_ctx *ctx, bench_probe **out)
+{
+	size_t bytes = (size_t)1024 << 20;
+	bench_probe *p = calloc(1, sizeof *p);
+
+	*out = NULL;
+	if (!p) {
+		cli_error("%s: out of memory", CMD);
 		return CLI_FAIL;
 	}
-	st = measure_bandwidth(&r, bytes, REPEATS, 1.0, gbs);
-	arena_free(r.arena, r.arena_bytes);
+	p->r.o = &p->o;
+	p->r.ctx = ctx;
+	p->r.arena_bytes = bytes;
+	p->r.arena = arena_alloc(bytes);
+	if (!p->r.arena) {
+		cli_error("%s: cannot allocate %zu MiB for the bandwidth probe", CMD, bytes >> 20);
+		free(p);
+		return CLI_FAIL;
+	}
+	*out = p;
+	return CLI_OK;
+}
+
+int bench_probe_measure(bench_probe *p, double min_s, double *gbs)
+{
+	return measure_bandwidth(&p->r, p->r.arena_bytes, REPEATS, min_s, gbs);
+}
+
+void bench_probe_close(bench_probe *p)
+{
+	if (!p)
+		return;
+	arena_free(p->r.arena, p->r.arena_bytes);
+	free(p);
+}
+
+int bench_bandwidth(tern_ctx *ctx, double *gbs)
+{
+	bench_probe *p;
+	int st = bench_probe_open(ctx, &p);
+
+	if (st == CLI_OK)
+		st = bench_probe_measure(p, 1.0, gbs);
+	bench_probe_close(p);
 	return st;
 }
 

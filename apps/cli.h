@@ -53,6 +53,12 @@ extern const char cmd_bench_model_help[];
 /* The streaming read bandwidth with ctx's threads, measured as
  * `tern bench kernels` does (bench.c); reports its own errors. */
 int bench_bandwidth(tern_ctx *ctx, double *gbs);
+/* The same probe, its 1 GiB buffer kept between measurements (each reads
+ * it at least 8 times and for at least min_s seconds, best run counts). */
+typedef struct bench_probe bench_probe;
+int bench_probe_open(tern_ctx *ctx, bench_probe **out);
+int bench_probe_measure(bench_probe *p, double min_s, double *gbs);
+void bench_probe_close(bench_probe *p);
 int cmd_inspect(int argc, char **argv);
 extern const char cmd_inspect_help[];
 int cmd_convert(int argc, char **argv);

@@ -989,9 +989,13 @@ const char cmd_bench_model_help[] =
 	"with the output head, on an empty context), in tokens/s, best of -r runs\n"
 	"after one warm-up. Then the bandwidth roofline: bytes_per_token is the\n"
 	"weight bytes one decode step reads (every linear layer, the output head,\n"
-	"norms, one embedding row); bandwidth_gbs is this machine's streaming read\n"
-	"bandwidth measured as 'tern bench kernels' does with the same threads (or\n"
-	"--bandwidth); pct_roofline = decode tok/s x bytes_per_token / bandwidth.\n"
+	"norms, one embedding row). The streaming read bandwidth is measured as\n"
+	"'tern bench kernels' does, with the same threads, right before each of\n"
+	"-r more decode runs, and each run is set against its own probe: pct =\n"
+	"decode tok/s x bytes_per_token / bandwidth (a shared machine's bandwidth\n"
+	"can change between seconds). bandwidth_gbs and pct_roofline are the\n"
+	"medians over those pairs, pct_roofline_range their least and greatest;\n"
+	"decode_tok_s is the best of all decode runs. --bandwidth skips the probes.\n"
 	"peak_rss_bytes is the process's peak resident memory before the bandwidth\n"
 	"probe (model, KV cache, buffers). Token ids are a fixed pseudo-random\n"
 	"sequence.\n"
@@ -1004,7 +1008,22 @@ const char cmd_bench_model_help[] =
 	"      --bandwidth G  skip the probe and use G GB/s\n"
 	"      --json         one JSON object on stdout: {\"model\", \"threads\",\n"
 	"                     \"prefill_tok_s\", \"decode_tok_s\", \"bytes_per_token\",\n"
-	"                     \"bandwidth_gbs\", \"pct_roofline\", \"peak_rss_bytes\"}\n";
+	"                     \"bandwidth_gbs\", \"pct_roofline\", \"pct_roofline_range\",\n"
+	"                     \"peak_rss_bytes\"}\n";
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (n >= 1); sorts a copy's worth in place: v is reordered. */
+static double median(double *v, long n)
+{
+	qsort(v, (size_t)n, sizeof *v, cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+}
 
 static void json_string(const char *s)
 {
@@ -1026,8 +1045,9 @@ int cmd_bench_model(int argc, char **argv)
 {
 	const char *cmd = "bench", *v;
 	long n_pp = 128, n_tg = 64, reps = 3;
-	double bw = 0, best_pp = INFINITY, best_tg = INFINITY;
+	double bw = 0, best_pp = INFINITY, best_tg = INFINITY, *pct = NULL, *bws;
 	bool json = false, bw_given = false;
+	bench_probe *probe = NULL;
 	lm_opts o;
 	lm_run r;
 	tern_session *s = NULL;
@@ -1122,23 +1142,64 @@ int cmd_bench_model(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru);
 	rss = ru.ru_maxrss;
 	bytes = tern_lm_weight_bytes_per_token(r.lm);
-	tern_session_free(s);
-	s = NULL;
-	if (!bw_given && bench_bandwidth(r.ctx, &bw) != CLI_OK) {
+	/* The roofline. This machine's bandwidth can change from one second
+	 * to the next (a VM beside other tenants), so each of -r more decode
+	 * runs comes right after a probe and is set against that probe; the
+	 * medians of the pairs are reported, their range too. */
+	pct = malloc(sizeof *pct * (size_t)reps * 2);
+	if (!pct) {
+		cli_error("%s: out of memory", cmd);
 		status = CLI_FAIL;
 		goto out;
 	}
+	bws = pct + reps;
+	if (bw_given) {
+		for (long k = 0; k < reps; k++) {
+			bws[k] = bw;
+			pct[k] = (double)n_tg / best_tg * (double)bytes / (bw * 1e9) * 100.0;
+		}
+	} else {
+		status = bench_probe_open(r.ctx, &probe);
+		for (long k = 0; k < reps && status == CLI_OK && rc == TERN_OK; k++) {
+			double t0, dt;
+
+			status = bench_probe_measure(probe, 0.25, &bws[k]);
+			if (status != CLI_OK)
+				break;
+			tern_session_reset(s);
+			t0 = now_s();
+			for (long i = 0; i < n_tg && rc == TERN_OK; i++)
+				rc = tern_session_eval(r.ctx, s, ids + i, 1, TERN_LM_LOGITS_LAST,
+						       logits);
+			dt = now_s() - t0;
+			if (dt < best_tg)
+				best_tg = dt;
+			pct[k] = (double)n_tg / dt * (double)bytes / (bws[k] * 1e9) * 100.0;
+		}
+		bench_probe_close(probe);
+		if (status != CLI_OK)
+			goto out;
+		if (rc)
+			goto fail;
+	}
 	{
 		double pp = (double)n_pp / best_pp, tg = (double)n_tg / best_tg;
-		double pct = tg * (double)bytes / (bw * 1e9) * 100.0;
+		double pct_lo = pct[0], pct_hi = pct[0];
 
+		for (long k = 1; k < reps; k++) {
+			pct_lo = pct[k] < pct_lo ? pct[k] : pct_lo;
+			pct_hi = pct[k] > pct_hi ? pct[k] : pct_hi;
+		}
+		bw = median(bws, reps);
 		if (json) {
 			printf("{\"model\": ");
 			json_string(o.model);
 			printf(", \"threads\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
 			       "\"bytes_per_token\": %" PRId64 ", \"bandwidth_gbs\": %.3f, "
-			       "\"pct_roofline\": %.2f, \"peak_rss_bytes\": %lld}\n",
-			       tern_ctx_threads(r.ctx), pp, tg, bytes, bw, pct, (long long)rss * 1024);
+			       "\"pct_roofline\": %.2f, \"pct_roofline_range\": [%.2f, %.2f], "
+			       "\"peak_rss_bytes\": %lld}\n",
+			       tern_ctx_threads(r.ctx), pp, tg, bytes, bw, median(pct, reps), pct_lo,
+			       pct_hi, (long long)rss * 1024);
 		} else {
 			char pp_name[32], tg_name[32];
 
@@ -1149,9 +1210,12 @@ int cmd_bench_model(int argc, char **argv)
 			printf("%-16s %.2f tok/s\n", pp_name, pp);
 			printf("%-16s %.2f tok/s\n", tg_name, tg);
 			printf("bytes per token  %.1f MB\n", (double)bytes / 1e6);
-			printf("bandwidth        %.2f GB/s%s\n", bw, bw_given ? " (given)" : "");
-			printf("roofline         %.1f %% (%.1f tok/s at most)\n", pct,
-			       bw * 1e9 / (double)bytes);
+			if (bw_given)
+				printf("bandwidth        %.2f GB/s (given)\n", bw);
+			else
+				printf("bandwidth        %.2f GB/s (median of %ld probes)\n", bw, reps);
+			printf("roofline         %.1f %% (%.1f tok/s at most; pairs %.1f-%.1f %%)\n",
+			       median(pct, reps), bw * 1e9 / (double)bytes, pct_lo, pct_hi);
 			printf("peak RSS         %.1f MB\n", (double)rss * 1024 / 1e6);
 		}
 	}
@@ -1162,6 +1226,7 @@ out:
 	tern_session_free(s);
 	free(ids);
 	free(logits);
+	free(pct);
 	run_close(&r);
 	return status;
 }

@@ -761,7 +761,7 @@ Test(generate, cli_bench_model_json_is_consistent)
 	const char *args[] = { "bench", "model", "-m", m, "-t", "1", "-p", "16", "-n", "8", "-r",
 			       "1", "--bandwidth", "10", "--json", NULL };
 	tern_file *f;
-	double expect = 0, pp, tg, bw, pct;
+	double expect = 0, pp, tg, bw, pct, lo, hi;
 	long long bytes, rss;
 	int threads;
 
@@ -780,16 +780,37 @@ Test(generate, cli_bench_model_json_is_consistent)
 	cr_assert_eq(sscanf(p,
 			    "\"threads\": %d, \"prefill_tok_s\": %lf, \"decode_tok_s\": %lf, "
 			    "\"bytes_per_token\": %lld, \"bandwidth_gbs\": %lf, \"pct_roofline\": "
-			    "%lf, \"peak_rss_bytes\": %lld}",
-			    &threads, &pp, &tg, &bytes, &bw, &pct, &rss),
-		     7, "%s", r.out);
+			    "%lf, \"pct_roofline_range\": [%lf, %lf], \"peak_rss_bytes\": %lld}",
+			    &threads, &pp, &tg, &bytes, &bw, &pct, &lo, &hi, &rss),
+		     9, "%s", r.out);
 	cr_expect_eq(threads, 1);
 	cr_expect_gt(pp, 0);
 	cr_expect_gt(tg, 0);
 	cr_expect_eq((double)bytes, expect, "bytes %lld, expected %.0f", bytes, expect);
 	cr_expect(fabs(bw - 10) < 1e-9);
 	cr_expect(fabs(pct - tg * (double)bytes / 1e10 * 100) <= 0.01 + 1e-3 * pct, "pct %f", pct);
+	cr_expect(lo == pct && hi == pct, "one run: range %f..%f, pct %f", lo, hi, pct);
 	cr_expect_gt(rss, (long long)expect);
+	cli_free(&r);
+
+	/* With the probes: each of 3 decode runs is paired with its own
+	 * measured bandwidth, and the median lies within the pairs' range,
+	 * none of which can exceed what the best run over the least
+	 * bandwidth would give. */
+	const char *probed[] = { "bench", "model", "-m", m, "-t", "1", "-p", "4", "-n", "4", "-r",
+				 "3", "--json", NULL };
+	r = run_cli(probed);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	p = strstr(r.out, "\"threads\"");
+	cr_assert_not_null(p, "%s", r.out);
+	cr_assert_eq(sscanf(p,
+			    "\"threads\": %d, \"prefill_tok_s\": %lf, \"decode_tok_s\": %lf, "
+			    "\"bytes_per_token\": %lld, \"bandwidth_gbs\": %lf, \"pct_roofline\": "
+			    "%lf, \"pct_roofline_range\": [%lf, %lf], \"peak_rss_bytes\": %lld}",
+			    &threads, &pp, &tg, &bytes, &bw, &pct, &lo, &hi, &rss),
+		     9, "%s", r.out);
+	cr_expect_gt(bw, 0);
+	cr_expect(lo > 0 && lo <= pct && pct <= hi, "range %f..%f, pct %f", lo, hi, pct);
 	cli_free(&r);
 	free(m);
 }
