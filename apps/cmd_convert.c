@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "apps/cli.h"
+#include "tern/matmul.h"
 #include "tern/plugin.h"
 
 const char cmd_convert_help[] =
@@ -28,7 +29,11 @@ const char cmd_convert_help[] =
 	"OUT is written to OUT.tmp and renamed at the end: a failed or interrupted\n"
 	"conversion leaves no OUT and no OUT.tmp.\n"
 	"\n"
-	"  --type T           ternary packing: t2 (2 bits, default) or t3 (1.6 bits)\n"
+	"  --type T           ternary packing: t2 (2 bits) or t3 (1.6 bits). Default:\n"
+	"                     t3 where the AVX-512 VNNI kernels run (they read it\n"
+	"                     without unpacking, so the smaller file decodes\n"
+	"                     faster), t2 elsewhere (AVX2 and NEON unpack t3 more\n"
+	"                     slowly than they read t2); both run everywhere\n"
 	"  --float T          float matrices: f32, f16, bf16, or keep (default;\n"
 	"                     GGUF Q8_0 becomes f32). 1-D tensors keep their type\n"
 	"  --head T           token embedding and output head: i8 (per-row int8),\n"
@@ -107,7 +112,7 @@ int cmd_convert(int argc, char **argv)
 					     TERN_DTYPE_F16, TERN_DTYPE_BF16 };
 	tern_convert_opts opts = tern_convert_default_opts();
 	const char *in = NULL, *out = NULL, *plugin_path = NULL, *v;
-	bool force_bar = false, quiet = false;
+	bool force_bar = false, quiet = false, type_given = false;
 	for (int i = 1; i < argc; i++) {
 		int r, rc = CLI_OK;
 		if (cli_is_help(argv[i])) {
@@ -117,6 +122,7 @@ int cmd_convert(int argc, char **argv)
 		if ((r = cli_flag_value("convert", argc, argv, &i, NULL, "--type", &v)) != 0) {
 			if (r > 0)
 				rc = parse_dtype("--type", v, tnames, ttypes, 2, &opts.ternary_type);
+			type_given = true;
 		} else if ((r = cli_flag_value("convert", argc, argv, &i, NULL, "--float", &v)) != 0) {
 			if (r > 0)
 				rc = parse_dtype("--float", v, fnames, ftypes, 4, &opts.float_type);
@@ -145,6 +151,8 @@ int cmd_convert(int argc, char **argv)
 	}
 	if (!in || !out)
 		return cli_usage("convert", "need an input and an output file");
+	if (!type_given)
+		opts.ternary_type = cli_default_ternary_type();
 
 	tern_ctx *ctx;
 	if (cli_ctx_new(0, &ctx) != CLI_OK)
@@ -179,11 +187,18 @@ int cmd_convert(int argc, char **argv)
 		status = CLI_FAIL;
 	} else if (!quiet) {
 		if (strcmp(by, "gguf") == 0)
-			printf("%s: converted from %s by the generic GGUF conversion\n", out, in);
+			printf("%s: converted from %s by the generic GGUF conversion", out, in);
 		else
-			printf("%s: converted from %s by plugin '%s'\n", out, in, by);
+			printf("%s: converted from %s by plugin '%s'", out, in, by);
+		printf(" (ternary packing %s%s)\n", tern_dtype_name(opts.ternary_type),
+		       type_given ? "" : ", this CPU's default");
 	}
 	tern_registry_free(reg);
 	tern_ctx_free(ctx);
 	return status;
+}
+
+tern_dtype cli_default_ternary_type(void)
+{
+	return tern_kernel_detect() == TERN_KERNEL_AVX512 ? TERN_DTYPE_T3 : TERN_DTYPE_T2;
 }

@@ -552,6 +552,50 @@ Test(cli, convert_gguf_without_a_claiming_plugin_is_generic_and_exact_in_t3)
 	scratch_done();
 }
 
+Test(cli, convert_packs_ternary_as_this_cpus_default_unless_told)
+{
+	/* Without --type: t3 where the AVX-512 kernels run, t2 elsewhere
+	 * (independently of TERN_KERNEL, which only picks a context's path). */
+	const char *want = tern_kernel_detect() == TERN_KERNEL_AVX512 ? "t3" : "t2";
+	const char *other = strcmp(want, "t3") == 0 ? "t2" : "t3";
+	const char *out = in_scratch("default.tern");
+	for (int given = 0; given < 2; given++) {
+		cli_run r = given ? run_fmt("convert '%s' '%s' --type %s --plugin-path '%s'",
+					    shared_file("llama.cpp/tiny-tq2_0.gguf"), out, other,
+					    conv_plugins())
+				  : run_fmt("convert '%s' '%s' --plugin-path '%s'",
+					    shared_file("llama.cpp/tiny-tq2_0.gguf"), out,
+					    conv_plugins());
+		cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
+		char says[64];
+		snprintf(says, sizeof says, "(ternary packing %s%s)", given ? other : want,
+			 given ? "" : ", this CPU's default");
+		cr_expect_not_null(strstr(r.out, says), "%s", r.out);
+		free(r.out);
+		r = run_fmt("inspect --json '%s'", out);
+		cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.out);
+		json_object *root = parse_json(&r);
+		json_object *tensors = member(root, "tensors");
+		size_t ternary = 0;
+		for (size_t i = 0; i < json_object_array_length(tensors); i++) {
+			json_object *t = json_object_array_get_idx(tensors, i);
+			int64_t rows, cols;
+			bool linear;
+			cr_assert(tiny_shape(str(t, "name"), &rows, &cols, &linear));
+			if (!linear)
+				continue;
+			cr_expect_str_eq(str(t, "dtype"), given ? other : want, "%s",
+					 str(t, "name"));
+			ternary++;
+		}
+		cr_expect_eq(ternary, 28);
+		json_object_put(root);
+		free(r.out);
+		unlink(out);
+	}
+	scratch_done();
+}
+
 Test(cli, convert_hands_abi_1_0_plugins_the_options_as_they_spell_them)
 {
 	const char *src = in_scratch("v10.txt"), *out = in_scratch("v10.tern");

@@ -7,7 +7,8 @@
  * those of a converted 2B4T, so the bytes read per token are real.
  * Tensors are produced while the file is written, so memory stays at one
  * tensor. The defaults are what `tern convert` makes of the Hugging Face
- * checkpoint: t2 matrices with one f32 scale each and an int8
+ * checkpoint: ternary matrices with one f32 scale each (t3 where the
+ * AVX-512 kernels run, t2 elsewhere, as tern convert picks) and an int8
  * embedding/head with f32 row scales. Not installed; the output is large
  * (0.85 GB; 1.18 GB with --head f16, bitnet.cpp's layout) and belongs
  * under /tmp, not in the repository.
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "tern/file.h"
+#include "tern/matmul.h"
 #include "tern/tensor.h"
 #include "tern/tern.h"
 
@@ -149,7 +151,9 @@ static int add(tern_ctx *ctx, tern_writer *w, gen *g, const char *name, tern_dty
 int main(int argc, char **argv)
 {
 	const char *out = NULL;
-	tern_dtype type = TERN_DTYPE_T2, head = TERN_DTYPE_I8;
+	/* tern convert's default packing for this CPU (apps/cmd_convert.c). */
+	tern_dtype type = tern_kernel_detect() == TERN_KERNEL_AVX512 ? TERN_DTYPE_T3 : TERN_DTYPE_T2,
+		   head = TERN_DTYPE_I8;
 	long layers = 30;
 	gen g = { 12345 };
 	tern_ctx *ctx;
