@@ -260,6 +260,214 @@ KINLINE void t3_gemv_tile(const uint8_t *w, size_t ws, const int8_t *a, int64_t 
 #undef T3L_FOLD
 }
 
+/*
+ * One token (decode): rows one after another, so the weights stream in
+ * address order. Hardware prefetchers follow one sequential stream far
+ * better than the R short interleaved ones of a tile: on the Zen 5 VM of
+ * docs/BENCHMARKS.md the int8 head GEMV read 58-62% of the probe's
+ * bandwidth in 4-row tiles and 83-95% row by row. Each slice position
+ * gets its own accumulator so a row's vpdpbusd do not wait on each other.
+ * Outputs as the tiles': out[r * nb + b].
+ */
+KINLINE void t2_row(const uint8_t *w, const int8_t *a, int64_t kpad, int64_t blk, int32_t *out,
+		    size_t pf, const int BLOCKED)
+{
+	__m512i acc[4];
+#pragma GCC unroll 4
+	for (int p = 0; p < 4; p++)
+		acc[p] = _mm512_setzero_si512();
+	const int64_t full = kpad / 256 * 256;
+	int64_t next = blk < kpad ? blk : kpad;
+	int64_t b = 0;
+#define ROW_FLUSH()                                                                  \
+	do {                                                                         \
+		__m512i s_ = _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]),      \
+					      _mm512_add_epi32(acc[2], acc[3]));     \
+		out[b++] = _mm512_reduce_add_epi32(s_);                              \
+		_Pragma("GCC unroll 4") for (int p_ = 0; p_ < 4; p_++) acc[p_] =     \
+			_mm512_setzero_si512();                                      \
+		next = next + blk < kpad ? next + blk : kpad;                        \
+	} while (0)
+	int64_t j = 0;
+	if (!BLOCKED) {
+		/* Two groups at a time, each with its own accumulators: the
+		 * shift chains and vpdpbusd latencies of one row overlap. */
+		__m512i acc2[4];
+#pragma GCC unroll 4
+		for (int p = 0; p < 4; p++)
+			acc2[p] = _mm512_setzero_si512();
+		for (; j + 512 <= full; j += 512) {
+			__m512i c0 = _mm512_loadu_si512(w + j / 4);
+			__m512i c1 = _mm512_loadu_si512(w + j / 4 + 64);
+			prefetch_at(w, pf + (size_t)(j / 4));
+			prefetch_at(w, pf + (size_t)(j / 4) + 64);
+#pragma GCC unroll 4
+			for (int p = 0; p < 4; p++) {
+				acc[p] = _mm512_dpbusd_epi32(acc[p], t2_next(&c0),
+							     _mm512_loadu_si512(a + j + 64 * p));
+				acc2[p] = _mm512_dpbusd_epi32(
+					acc2[p], t2_next(&c1), _mm512_loadu_si512(a + j + 256 + 64 * p));
+			}
+		}
+#pragma GCC unroll 4
+		for (int p = 0; p < 4; p++)
+			acc[p] = _mm512_add_epi32(acc[p], acc2[p]);
+	}
+	for (; j < full; j += 256) {
+		__m512i cur = _mm512_loadu_si512(w + j / 4);
+		prefetch_at(w, pf + (size_t)(j / 4));
+#pragma GCC unroll 4
+		for (int p = 0; p < 4; p++) {
+			acc[p] = _mm512_dpbusd_epi32(acc[p], t2_next(&cur),
+						     _mm512_loadu_si512(a + j + 64 * p));
+			if (BLOCKED && j + 64 * (p + 1) == next)
+				ROW_FLUSH();
+		}
+	}
+	if (j < kpad) {
+		__m512i cur = load_zext256(w + j / 4);
+#pragma GCC unroll 4
+		for (int p = 0; p < 4; p++) {
+			acc[p] = _mm512_dpbusd_epi32(acc[p], t2_next(&cur),
+						     load_zext256(a + j + 32 * p));
+			if (BLOCKED && j + 32 * (p + 1) == next)
+				ROW_FLUSH();
+		}
+	}
+	if (!BLOCKED)
+		ROW_FLUSH();
+#undef ROW_FLUSH
+}
+
+#define ROW_TILES(pre)                                                                       \
+	static void pre##_rows(const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a,     \
+			       int64_t kpad, int64_t blk, int32_t *out)                         \
+	{                                                                                    \
+		const int64_t nb = (kpad + blk - 1) / blk;                                   \
+		const size_t pf = prefetch_distance(1, ws);                                  \
+		for (int64_t r = 0; r < nrows; r++) {                                        \
+			if (blk < kpad)                                                      \
+				pre##_row(w + (size_t)r * ws, a, kpad, blk, out + r * nb, pf, 1); \
+			else                                                                 \
+				pre##_row(w + (size_t)r * ws, a, kpad, blk, out + r * nb, pf, 0); \
+		}                                                                            \
+	}
+
+/* T3 without decoding, as t3_gemv_tile explains, with separate
+ * accumulator pairs per slice: 3 acc3[p] - acc1[p] is 256 times slice p's
+ * share exactly, so the pairs may be summed in any grouping at a fold. */
+KINLINE void t3_row(const uint8_t *w, const int8_t *a, int64_t kpad, int64_t blk, int32_t *out,
+		    size_t pf, const int BLOCKED)
+{
+	__m512i acc3[5], acc1[5], fin = _mm512_setzero_si512();
+#pragma GCC unroll 5
+	for (int p = 0; p < 5; p++)
+		acc3[p] = acc1[p] = _mm512_setzero_si512();
+	const int64_t full = kpad / 320 * 320;
+	int64_t next = blk < kpad ? blk : kpad;
+	int64_t b = 0;
+	int groups = 0;
+#define ROW_FOLD()                                                                   \
+	do {                                                                         \
+		__m512i v_ = _mm512_setzero_si512();                                 \
+		_Pragma("GCC unroll 5") for (int p_ = 0; p_ < 5; p_++)               \
+		{                                                                    \
+			__m512i t_ = _mm512_add_epi32(acc3[p_], acc3[p_]);           \
+			t_ = _mm512_sub_epi32(_mm512_add_epi32(t_, acc3[p_]), acc1[p_]); \
+			v_ = _mm512_add_epi32(v_, t_);                               \
+			acc3[p_] = acc1[p_] = _mm512_setzero_si512();                \
+		}                                                                    \
+		fin = _mm512_add_epi32(fin, _mm512_srai_epi32(v_, 8));               \
+	} while (0)
+#define ROW_FLUSH()                                                                  \
+	do {                                                                         \
+		ROW_FOLD();                                                          \
+		out[b++] = _mm512_reduce_add_epi32(fin);                             \
+		fin = _mm512_setzero_si512();                                        \
+		next = next + blk < kpad ? next + blk : kpad;                        \
+	} while (0)
+	int64_t j = 0;
+	if (!BLOCKED) {
+		/* Two groups at a time with their own accumulator pairs: one
+		 * row's q -> 3q chain is 10 dependent byte adds per group, so
+		 * a lone group would wait on it. */
+		__m512i b3[5], b1[5];
+#pragma GCC unroll 5
+		for (int p = 0; p < 5; p++)
+			b3[p] = b1[p] = _mm512_setzero_si512();
+		for (; j + 640 <= full; j += 640) {
+			__m512i q0 = _mm512_loadu_si512(w + j / 5);
+			__m512i q1 = _mm512_loadu_si512(w + j / 5 + 64);
+			prefetch_at(w, pf + (size_t)(j / 5));
+			prefetch_at(w, pf + (size_t)(j / 5) + 64);
+#pragma GCC unroll 5
+			for (int p = 0; p < 5; p++) {
+				__m512i a0 = _mm512_loadu_si512(a + j + 64 * p);
+				__m512i a1 = _mm512_loadu_si512(a + j + 320 + 64 * p);
+				acc3[p] = _mm512_dpbusd_epi32(acc3[p], q0, a0);
+				b3[p] = _mm512_dpbusd_epi32(b3[p], q1, a1);
+				q0 = _mm512_add_epi8(_mm512_add_epi8(q0, q0), q0);
+				q1 = _mm512_add_epi8(_mm512_add_epi8(q1, q1), q1);
+				acc1[p] = _mm512_dpbusd_epi32(acc1[p], q0, a0);
+				b1[p] = _mm512_dpbusd_epi32(b1[p], q1, a1);
+			}
+			groups += 2;
+			if (groups >= T3L_FOLD_GROUPS) {
+				/* Each pair is exact on its own (see above). */
+#pragma GCC unroll 5
+				for (int p = 0; p < 5; p++) {
+					acc3[p] = _mm512_add_epi32(acc3[p], b3[p]);
+					acc1[p] = _mm512_add_epi32(acc1[p], b1[p]);
+					b3[p] = b1[p] = _mm512_setzero_si512();
+				}
+				ROW_FOLD();
+				groups = 0;
+			}
+		}
+#pragma GCC unroll 5
+		for (int p = 0; p < 5; p++) {
+			acc3[p] = _mm512_add_epi32(acc3[p], b3[p]);
+			acc1[p] = _mm512_add_epi32(acc1[p], b1[p]);
+		}
+	}
+	for (; j < full; j += 320) {
+		__m512i q = _mm512_loadu_si512(w + j / 5);
+		prefetch_at(w, pf + (size_t)(j / 5));
+#pragma GCC unroll 5
+		for (int p = 0; p < 5; p++) {
+			__m512i av = _mm512_loadu_si512(a + j + 64 * p);
+			acc3[p] = _mm512_dpbusd_epi32(acc3[p], q, av);
+			q = _mm512_add_epi8(_mm512_add_epi8(q, q), q);
+			acc1[p] = _mm512_dpbusd_epi32(acc1[p], q, av);
+			if (BLOCKED && j + 64 * (p + 1) == next)
+				ROW_FLUSH();
+		}
+		if (++groups == T3L_FOLD_GROUPS) {
+			ROW_FOLD();
+			groups = 0;
+		}
+	}
+	if (j < kpad) {
+		__m512i q = load_zext256(w + j / 5);
+#pragma GCC unroll 5
+		for (int p = 0; p < 5; p++) {
+			__m512i av = load_zext256(a + j + 32 * p);
+			acc3[p] = _mm512_dpbusd_epi32(acc3[p], q, av);
+			q = _mm512_add_epi8(_mm512_add_epi8(q, q), q);
+			acc1[p] = _mm512_dpbusd_epi32(acc1[p], q, av);
+			if (BLOCKED && j + 32 * (p + 1) == next)
+				ROW_FLUSH();
+		}
+	}
+	if (!BLOCKED)
+		ROW_FLUSH();
+#undef ROW_FLUSH
+#undef ROW_FOLD
+}
+
+ROW_TILES(t2)
+ROW_TILES(t3)
+
 typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_t as,
 			     int64_t kpad, int64_t blk, int32_t *out, int64_t ors, int64_t ots);
 
@@ -352,6 +560,10 @@ static void tdot_run(const tdot_tile_fn tiles[2][4], const uint8_t *w, size_t ws
 static void t2_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
+	if (ntok == 1) {
+		t2_rows(w, w_stride, nrows, a, kpad, blk, out);
+		return;
+	}
 	tdot_run(t2_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
 }
 
@@ -619,6 +831,10 @@ static void t3_dot_decoded(const uint8_t *w, size_t ws, int64_t nrows, const int
 static void t3_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
+	if (ntok == 1) {
+		t3_rows(w, w_stride, nrows, a, kpad, blk, out);
+		return;
+	}
 	if (ntok >= T3_DECODED_MIN_TOK)
 		t3_dot_decoded(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out,
 			       t3_decode_rows);
@@ -630,6 +846,10 @@ static void t3_dot_avx512_vbmi(const uint8_t *w, size_t w_stride, int64_t nrows,
 			       const int8_t *a, size_t a_stride, int64_t ntok, int64_t kpad,
 			       int64_t blk, int32_t *out)
 {
+	if (ntok == 1) {
+		t3_rows(w, w_stride, nrows, a, kpad, blk, out);
+		return;
+	}
 	if (ntok >= T3_DECODED_MIN_TOK)
 		t3_dot_decoded(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out,
 			       t3_decode_rows_vbmi);
@@ -871,9 +1091,54 @@ static uint32_t i8_sum(const int8_t *a, int64_t k)
 	return (uint32_t)_mm512_reduce_add_epi32(acc);
 }
 
+/* One token, rows in address order (see t2_row): two accumulators per
+ * row, the bytes flipped to unsigned as in i8_tile. */
+static void i8_rows(const int8_t *w, size_t ws, int64_t nrows, const int8_t *a, int64_t k,
+		    uint32_t asum, int32_t *out)
+{
+	const __m512i flip = _mm512_set1_epi8((char)0x80);
+	const size_t pf = prefetch_distance(1, ws);
+	for (int64_t r = 0; r < nrows; r++) {
+		const int8_t *wr = w + (size_t)r * ws;
+		__m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+		int64_t j = 0;
+		for (; j + 128 <= k; j += 128) {
+			prefetch_at(wr, pf + (size_t)j);
+			prefetch_at(wr, pf + (size_t)j + 64);
+			acc0 = _mm512_dpbusd_epi32(acc0,
+						   _mm512_xor_si512(_mm512_loadu_si512(wr + j), flip),
+						   _mm512_loadu_si512(a + j));
+			acc1 = _mm512_dpbusd_epi32(
+				acc1, _mm512_xor_si512(_mm512_loadu_si512(wr + j + 64), flip),
+				_mm512_loadu_si512(a + j + 64));
+		}
+		if (j + 64 <= k) {
+			prefetch_at(wr, pf + (size_t)j);
+			acc0 = _mm512_dpbusd_epi32(acc0,
+						   _mm512_xor_si512(_mm512_loadu_si512(wr + j), flip),
+						   _mm512_loadu_si512(a + j));
+			j += 64;
+		}
+		if (j < k) {
+			/* Masked-off bytes become 128 after the flip against
+			 * activations loaded as 0: they add nothing. */
+			const __mmask64 m = tail_mask64(k - j);
+			acc1 = _mm512_dpbusd_epi32(
+				acc1, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, wr + j), flip),
+				_mm512_maskz_loadu_epi8(m, a + j));
+		}
+		uint32_t sum = (uint32_t)_mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1));
+		out[r] = (int32_t)(sum - 128u * asum);
+	}
+}
+
 static void i8_dot_avx512(const int8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			  size_t a_stride, int64_t ntok, int64_t k, int32_t *out)
 {
+	if (ntok == 1) {
+		i8_rows(w, w_stride, nrows, a, k, i8_sum(a, k), out);
+		return;
+	}
 	for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
 		int64_t nt = ntok - t0 < 4 ? ntok - t0 : 4;
 		const int8_t *at = a + t0 * a_stride;

@@ -412,6 +412,73 @@ Test(kernels, simd_t3_many_tokens_are_bit_exact_with_scalar)
 	}
 }
 
+Test(kernels, simd_single_token_rows_are_bit_exact_with_scalar)
+{
+	/* One token (decode) takes row-by-row kernels on AVX-512: every
+	 * length and block size, row counts around the 4-row tiles, and the
+	 * int8 head kernel with odd strides and lengths. */
+	tern_kernel_path paths[TERN_KERNEL_COUNT];
+	int np = simd_paths(paths);
+	if (np == 0)
+		cr_skip_test("no SIMD kernel path on this CPU");
+	tu_rng rng = tu_rng_new(41);
+	static const int64_t rows_list[] = { 1, 3, 4, 9 };
+	static const int64_t extra_k[] = { 2560, 6912, 1600 };
+	for (int dti = 0; dti < 2; dti++) {
+		tern_dtype dt = dti ? TERN_DTYPE_T3 : TERN_DTYPE_T2;
+		for (size_t ki = 0; ki < N_K + 3; ki++) {
+			int64_t k = ki < N_K ? k_list[ki] : extra_k[ki - N_K];
+			int64_t rows = rows_list[ki % 4];
+			tcase c;
+			tcase_make(&c, dt, rows, k, 1, &rng);
+			for (size_t bi = 0; bi < 3; bi++) {
+				int64_t blk = blk_list[bi] ? blk_list[bi] : c.kpad;
+				int64_t nb = (c.kpad + blk - 1) / blk;
+				int32_t *ref = run_tdot(tern_kernels_scalar(), &c, blk);
+				for (int pi = 0; pi < np; pi++) {
+					int32_t *out = run_tdot(tern_kernels_get(paths[pi]), &c, blk);
+					cr_assert_eq(memcmp(out, ref, sizeof(int32_t) * (size_t)(rows * nb)),
+						     0, "%s %s rows=%lld k=%lld blk=%lld",
+						     tern_kernel_path_name(paths[pi]), tern_dtype_name(dt),
+						     (long long)rows, (long long)k, (long long)blk);
+					free(out);
+				}
+				free(ref);
+			}
+			tcase_free(&c);
+		}
+	}
+	static const int64_t ks[] = { 1, 63, 64, 65, 127, 128, 129, 191, 192, 2560, 2561 };
+	for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+		int64_t k = ks[ki], rows = rows_list[ki % 4];
+		size_t ws = (size_t)k + 3;
+		int8_t *w = malloc(ws * (size_t)rows), *a = malloc((size_t)k);
+		for (size_t i = 0; i < ws * (size_t)rows; i++)
+			w[i] = (int8_t)tu_int(&rng, -128, 127);
+		for (int64_t i = 0; i < k; i++)
+			a[i] = (int8_t)tu_int(&rng, -128, 127);
+		int32_t *ref = malloc(sizeof(int32_t) * (size_t)rows);
+		int32_t *out = malloc(sizeof(int32_t) * (size_t)rows);
+		tern_kernels_scalar()->i8_dot(w, ws, rows, a, (size_t)k, 1, k, ref);
+		for (int64_t r = 0; r < rows; r++) {
+			int32_t s = 0;
+			for (int64_t j = 0; j < k; j++)
+				s += (int32_t)w[(size_t)r * ws + (size_t)j] * a[j];
+			cr_assert_eq(ref[r], s);
+		}
+		for (int pi = 0; pi < np; pi++) {
+			tern_kernels_get(paths[pi])->i8_dot(w, ws, rows, a, (size_t)k, 1, k, out);
+			cr_assert_eq(memcmp(out, ref, sizeof(int32_t) * (size_t)rows), 0,
+				     "%s i8 rows=%lld k=%lld", tern_kernel_path_name(paths[pi]),
+				     (long long)rows, (long long)k);
+		}
+		free(w);
+		free(a);
+		free(ref);
+		free(out);
+	}
+}
+
 Test(kernels, simd_t3_long_rows_stay_exact)
 {
 	/* AVX-512's one-token T3 tile keeps 256 times each lane's sum and
