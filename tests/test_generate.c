@@ -755,6 +755,17 @@ Test(generate, cli_chat_answers_like_generate_on_the_formatted_prompt)
 	free(m);
 }
 
+/* The fields of `tern bench model --json` after "threads", in order. */
+static int scan_bench(const char *p, int *threads, double *pp, double *tg, long long *bytes,
+		      double *bw, double *pct, double *lo, double *hi, long long *rss)
+{
+	return sscanf(p,
+		      "\"threads\": %d, \"prefill_tok_s\": %lf, \"decode_tok_s\": %lf, "
+		      "\"bytes_per_token\": %lld, \"bandwidth_gbs\": %lf, \"pct_roofline\": %lf, "
+		      "\"pct_roofline_range\": [%lf, %lf], \"peak_rss_bytes\": %lld}",
+		      threads, pp, tg, bytes, bw, pct, lo, hi, rss);
+}
+
 Test(generate, cli_bench_model_json_is_consistent)
 {
 	char *m = shared("llama.cpp/tiny-tq2_0.gguf");
@@ -777,12 +788,8 @@ Test(generate, cli_bench_model_json_is_consistent)
 	const char *p = strstr(r.out, "\"threads\"");
 	cr_assert_not_null(strstr(r.out, "\"model\""), "%s", r.out);
 	cr_assert_not_null(p, "%s", r.out);
-	cr_assert_eq(sscanf(p,
-			    "\"threads\": %d, \"prefill_tok_s\": %lf, \"decode_tok_s\": %lf, "
-			    "\"bytes_per_token\": %lld, \"bandwidth_gbs\": %lf, \"pct_roofline\": "
-			    "%lf, \"pct_roofline_range\": [%lf, %lf], \"peak_rss_bytes\": %lld}",
-			    &threads, &pp, &tg, &bytes, &bw, &pct, &lo, &hi, &rss),
-		     9, "%s", r.out);
+	cr_assert_eq(scan_bench(p, &threads, &pp, &tg, &bytes, &bw, &pct, &lo, &hi, &rss), 9, "%s",
+		     r.out);
 	cr_expect_eq(threads, 1);
 	cr_expect_gt(pp, 0);
 	cr_expect_gt(tg, 0);
@@ -803,12 +810,8 @@ Test(generate, cli_bench_model_json_is_consistent)
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	p = strstr(r.out, "\"threads\"");
 	cr_assert_not_null(p, "%s", r.out);
-	cr_assert_eq(sscanf(p,
-			    "\"threads\": %d, \"prefill_tok_s\": %lf, \"decode_tok_s\": %lf, "
-			    "\"bytes_per_token\": %lld, \"bandwidth_gbs\": %lf, \"pct_roofline\": "
-			    "%lf, \"pct_roofline_range\": [%lf, %lf], \"peak_rss_bytes\": %lld}",
-			    &threads, &pp, &tg, &bytes, &bw, &pct, &lo, &hi, &rss),
-		     9, "%s", r.out);
+	cr_assert_eq(scan_bench(p, &threads, &pp, &tg, &bytes, &bw, &pct, &lo, &hi, &rss), 9, "%s",
+		     r.out);
 	cr_expect_gt(bw, 0);
 	cr_expect(lo > 0 && lo <= pct && pct <= hi, "range %f..%f, pct %f", lo, hi, pct);
 	cli_free(&r);
