@@ -73,7 +73,7 @@ const tern_kernels *tern_kernels_get(tern_kernel_path p)
 	case TERN_KERNEL_SCALAR: return tern_kernels_scalar();
 #if defined(TERN_HAVE_X86)
 	case TERN_KERNEL_AVX2: return tern_kernels_avx2();
-	case TERN_KERNEL_AVX512: return tern_kernels_avx512();
+	case TERN_KERNEL_AVX512: return tern_kernels_avx512(__builtin_cpu_supports("avx512vbmi"));
 #endif
 #if defined(TERN_HAVE_ARM)
 	case TERN_KERNEL_NEON: return tern_kernels_neon();

@@ -98,11 +98,12 @@ typedef struct tern_kernels {
 /* Each returns its table, or NULL if the path is not compiled in. */
 const tern_kernels *tern_kernels_scalar(void);
 const tern_kernels *tern_kernels_avx2(void);
-const tern_kernels *tern_kernels_avx512(void);
+/* vbmi: the CPU has AVX-512 VBMI (cpu.c detects it), which some T3
+ * routes use; without it they take the compare-based fallback. */
+const tern_kernels *tern_kernels_avx512(bool vbmi);
 const tern_kernels *tern_kernels_neon(void);
-/* The AVX-512 table without its VBMI-only parts (chosen by
- * tern_kernels_avx512 on CPUs without VBMI), so tests on CPUs with VBMI
- * can check both. */
+/* The AVX-512 table without its VBMI-only parts, so tests on CPUs with
+ * VBMI can check both. */
 const tern_kernels *tern_kernels_avx512_novbmi(void);
 
 /* Table for a path, NULL if not built or the CPU lacks it. */

@@ -1396,10 +1396,9 @@ static const tern_kernels avx512_vbmi_table = {
 	.quant_row = quant_row_avx512,
 };
 
-const tern_kernels *tern_kernels_avx512(void)
+const tern_kernels *tern_kernels_avx512(bool vbmi)
 {
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx512vbmi") ? &avx512_vbmi_table : &avx512_table;
+	return vbmi ? &avx512_vbmi_table : &avx512_table;
 }
 
 const tern_kernels *tern_kernels_avx512_novbmi(void)
