@@ -4,8 +4,9 @@
  * and multiplied into int32 lanes with vpdpbusd (unsigned codes x signed
  * activations). Tiles of several rows x several tokens reuse every
  * unpacked weight vector across tokens and every activation vector across
- * rows. T3 has its own routes (one token: t3_gemv_tile, which decodes
- * nothing; 16 tokens or more: t3_dot_decoded, which decodes once into L1).
+ * rows. One token reads rows one after another (t2_row, t3_row, i8_rows:
+ * sequential streams prefetch best); t3_row decodes nothing, and 16
+ * tokens or more take t3_dot_decoded, which decodes once into L1.
  * This file is compiled with AVX-512 flags and is only called after
  * cpu.c has checked the CPU; the VBMI decoder is picked here at run time.
  */
@@ -165,7 +166,7 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
 }
 
 /*
- * T3, R rows x one token, without decoding trits. With q_0 the stored
+ * T3 for one token, without decoding trits (t3_row, below). With q_0 the stored
  * byte and q_{p+1} = 3 q_p mod 256, trit p is t_p = (3 q_p - q_{p+1}) / 256,
  * so sum_p t_p a_p = (3 sum_p q_p a_p - sum_p q_{p+1} a_p) / 256: two
  * vpdpbusd per slice on the bytes q_p themselves (two vpaddb each), no
@@ -178,87 +179,6 @@ KINLINE void tdot_tile(const uint8_t *w, size_t ws, const int8_t *a, size_t as, 
  */
 #define T3L_FOLD_GROUPS 1024
 
-KINLINE void t3_gemv_tile(const uint8_t *w, size_t ws, const int8_t *a, int64_t kpad,
-			  int64_t blk, int32_t *out, int64_t ors, const int R, const int BLOCKED)
-{
-	__m512i acc3[4], acc1[4], fin[4];
-#pragma GCC unroll 4
-	for (int r = 0; r < R; r++)
-		acc3[r] = acc1[r] = fin[r] = _mm512_setzero_si512();
-	const int64_t full = kpad / 320 * 320;
-	const size_t pf = prefetch_distance(R, ws);
-	int64_t next = blk < kpad ? blk : kpad;
-	int64_t b = 0;
-	int groups = 0;
-
-#define T3L_FOLD()                                                                   \
-	do {                                                                         \
-		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
-		{                                                                    \
-			__m512i v_ = _mm512_add_epi32(acc3[r_], acc3[r_]);           \
-			v_ = _mm512_sub_epi32(_mm512_add_epi32(v_, acc3[r_]), acc1[r_]); \
-			fin[r_] = _mm512_add_epi32(fin[r_], _mm512_srai_epi32(v_, 8)); \
-			acc3[r_] = acc1[r_] = _mm512_setzero_si512();                \
-		}                                                                    \
-	} while (0)
-#define T3L_FLUSH_ALL()                                                              \
-	do {                                                                         \
-		T3L_FOLD();                                                          \
-		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
-		{                                                                    \
-			out[r_ * ors + b] = _mm512_reduce_add_epi32(fin[r_]);        \
-			fin[r_] = _mm512_setzero_si512();                            \
-		}                                                                    \
-		b++;                                                                 \
-		next = next + blk < kpad ? next + blk : kpad;                        \
-	} while (0)
-#define T3L_STEP(av)                                                                 \
-	do {                                                                         \
-		_Pragma("GCC unroll 4") for (int r_ = 0; r_ < R; r_++)               \
-		{                                                                    \
-			acc3[r_] = _mm512_dpbusd_epi32(acc3[r_], q[r_], (av));       \
-			q[r_] = _mm512_add_epi8(_mm512_add_epi8(q[r_], q[r_]), q[r_]); \
-			acc1[r_] = _mm512_dpbusd_epi32(acc1[r_], q[r_], (av));       \
-		}                                                                    \
-	} while (0)
-
-	int64_t j = 0;
-	for (; j < full; j += 320) {
-		__m512i q[4];
-#pragma GCC unroll 4
-		for (int r = 0; r < R; r++) {
-			q[r] = _mm512_loadu_si512(w + r * ws + j / 5);
-			prefetch_at(w, pf + (size_t)r * ws + (size_t)(j / 5));
-		}
-#pragma GCC unroll 5
-		for (int p = 0; p < 5; p++) {
-			T3L_STEP(_mm512_loadu_si512(a + j + 64 * p));
-			if (BLOCKED && j + 64 * (p + 1) == next)
-				T3L_FLUSH_ALL();
-		}
-		if (++groups == T3L_FOLD_GROUPS) {
-			T3L_FOLD();
-			groups = 0;
-		}
-	}
-	if (j < kpad) {
-		__m512i q[4];
-#pragma GCC unroll 4
-		for (int r = 0; r < R; r++)
-			q[r] = load_zext256(w + r * ws + j / 5);
-#pragma GCC unroll 5
-		for (int p = 0; p < 5; p++) {
-			T3L_STEP(load_zext256(a + j + 32 * p));
-			if (BLOCKED && j + 32 * (p + 1) == next)
-				T3L_FLUSH_ALL();
-		}
-	}
-	if (!BLOCKED)
-		T3L_FLUSH_ALL();
-#undef T3L_STEP
-#undef T3L_FLUSH_ALL
-#undef T3L_FOLD
-}
 
 /*
  * One token (decode): rows one after another, so the weights stream in
@@ -353,7 +273,7 @@ KINLINE void t2_row(const uint8_t *w, const int8_t *a, int64_t kpad, int64_t blk
 		}                                                                            \
 	}
 
-/* T3 without decoding, as t3_gemv_tile explains, with separate
+/* T3 without decoding, as explained above T3L_FOLD_GROUPS, with separate
  * accumulator pairs per slice: 3 acc3[p] - acc1[p] is 256 times slice p's
  * share exactly, so the pairs may be summed in any grouping at a fold. */
 KINLINE void t3_row(const uint8_t *w, const int8_t *a, int64_t kpad, int64_t blk, int32_t *out,
@@ -497,24 +417,26 @@ typedef void (*tdot_tile_fn)(const uint8_t *w, size_t ws, const int8_t *a, size_
 TDOT_TILES(t2, 4)
 
 /* T3 tiles: four tokens share each decoded slice (tdot_tile); a single
- * token takes t3_gemv_tile, which decodes nothing. */
-#define T3_GEMV_TILE(name, R, B)                                                             \
+ * token's rows go through t3_row one after another, decoding nothing. */
+#define T3_ROW_TILE(name, R, B)                                                              \
 	static void name(const uint8_t *w, size_t ws, const int8_t *a, size_t as, int64_t kpad, \
 			 int64_t blk, int32_t *out, int64_t ors, int64_t ots)                   \
 	{                                                                                    \
 		(void)as;                                                                    \
 		(void)ots;                                                                   \
-		t3_gemv_tile(w, ws, a, kpad, blk, out, ors, R, B);                           \
+		const size_t pf = prefetch_distance(1, ws);                                  \
+		for (int r = 0; r < (R); r++)                                                \
+			t3_row(w + (size_t)r * ws, a, kpad, blk, out + r * ors, pf, B);      \
 	}
 
 TDOT_TILE(t3_u44, 5, 4, 4, 0)
 TDOT_TILE(t3_u14, 5, 1, 4, 0)
 TDOT_TILE(t3_b44, 5, 4, 4, 1)
 TDOT_TILE(t3_b14, 5, 1, 4, 1)
-T3_GEMV_TILE(t3_u41, 4, 0)
-T3_GEMV_TILE(t3_u11, 1, 0)
-T3_GEMV_TILE(t3_b41, 4, 1)
-T3_GEMV_TILE(t3_b11, 1, 1)
+T3_ROW_TILE(t3_u41, 4, 0)
+T3_ROW_TILE(t3_u11, 1, 0)
+T3_ROW_TILE(t3_b41, 4, 1)
+T3_ROW_TILE(t3_b11, 1, 1)
 static const tdot_tile_fn t3_tiles[2][4] = {
 	{ t3_u44, t3_u41, t3_u14, t3_u11 },
 	{ t3_b44, t3_b41, t3_b14, t3_b11 },
