@@ -750,33 +750,30 @@ static void t3_dot_decoded(const uint8_t *w, size_t ws, int64_t nrows, const int
 #define T3_DECODED_MIN_TOK 16
 #endif
 
+/* T3's three routes by token count; `decode` is the 16+ token decoder. */
+KINLINE void t3_dot_route(const uint8_t *w, size_t ws, int64_t nrows, const int8_t *a,
+			  size_t as, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out,
+			  t3_decode_fn decode)
+{
+	if (ntok == 1)
+		t3_rows(w, ws, nrows, a, kpad, blk, out);
+	else if (ntok >= T3_DECODED_MIN_TOK)
+		t3_dot_decoded(w, ws, nrows, a, as, ntok, kpad, blk, out, decode);
+	else
+		tdot_run(t3_tiles, w, ws, nrows, a, as, ntok, kpad, blk, out);
+}
+
 static void t3_dot_avx512(const uint8_t *w, size_t w_stride, int64_t nrows, const int8_t *a,
 			  size_t a_stride, int64_t ntok, int64_t kpad, int64_t blk, int32_t *out)
 {
-	if (ntok == 1) {
-		t3_rows(w, w_stride, nrows, a, kpad, blk, out);
-		return;
-	}
-	if (ntok >= T3_DECODED_MIN_TOK)
-		t3_dot_decoded(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out,
-			       t3_decode_rows);
-	else
-		tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
+	t3_dot_route(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out, t3_decode_rows);
 }
 
 static void t3_dot_avx512_vbmi(const uint8_t *w, size_t w_stride, int64_t nrows,
 			       const int8_t *a, size_t a_stride, int64_t ntok, int64_t kpad,
 			       int64_t blk, int32_t *out)
 {
-	if (ntok == 1) {
-		t3_rows(w, w_stride, nrows, a, kpad, blk, out);
-		return;
-	}
-	if (ntok >= T3_DECODED_MIN_TOK)
-		t3_dot_decoded(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out,
-			       t3_decode_rows_vbmi);
-	else
-		tdot_run(t3_tiles, w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out);
+	t3_dot_route(w, w_stride, nrows, a, a_stride, ntok, kpad, blk, out, t3_decode_rows_vbmi);
 }
 
 /* ---- 4-bit x int8 ----------------------------------------------------- */
