@@ -33,7 +33,12 @@ import sys
 import time
 
 import numpy as np
-import torch
+
+# PyTorch parallelizes its own ops; a multi-threaded OpenBLAS underneath it
+# oversubscribes the cores (measured: a training step took 2x longer with 2
+# threads than with 1 on the 2-core machine). Set before torch loads BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
@@ -144,7 +149,9 @@ def run_cycle(args, model, xtr, ytr, xte, yte, log, gen, epochs, peak, warmup_ep
             lr = lr_at(step, total, warmup, peak, args.lr_min)
             for g in opt.param_groups:
                 g["lr"] = lr
-            out = model(xb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                out = model(xb)
+            out = out.float()
             loss = F.cross_entropy(out, yb, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -219,6 +226,9 @@ def recipe(args, hp, mean, std, train_minutes, history):
                         "int8 absmax per token, round half to even, straight-through estimator; "
                         "patch embedding, norms, embeddings and head in f32",
         "epochs": args.epochs, "seed": args.seed, "batch": args.batch,
+        "precision": "training matmuls in {} ({}); evaluation in f32 with the runtime's integer "
+                     "arithmetic".format(args.precision, "torch.autocast" if args.precision == "bf16"
+                                         else "no autocast"),
         "optimizer": "AdamW(betas=(0.9, 0.999), weight_decay={} on matrices except pos_embed)".format(args.wd),
         "lr": args.lr,
         "lr_schedule": "linear warmup {} epochs, cosine to {}".format(args.warmup_epochs, args.lr_min) + (
@@ -277,6 +287,10 @@ def main(argv=None):
     ap.add_argument("--flip", dest="flip", action="store_true", help="random horizontal flips")
     ap.add_argument("--no-flip", dest="flip", action="store_false", help="no flips (the default)")
     ap.set_defaults(flip=False)
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                    help="matmul precision of the training forward and backward passes (bf16: "
+                         "autocast, 2.5x faster where the CPU has AVX512_BF16; evaluation and "
+                         "export always use the exact f32/integer path)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--note", help="free text added to the training metadata (e.g. machine load)")
@@ -317,7 +331,7 @@ def main(argv=None):
         history = ck["history"]
         saved = ck["args"]
         for k in ("epochs", "batch", "lr", "lr_min", "wd", "warmup_epochs", "clip",
-                  "label_smoothing", "crop_pad", "flip", "seed", "threads", "argv",
+                  "label_smoothing", "crop_pad", "flip", "seed", "threads", "argv", "precision",
                   "restart_epochs", "restart_lr"):
             setattr(args, k, saved.get(k, getattr(args, k)))
         minutes = history[-1]["minutes"]

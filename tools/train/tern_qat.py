@@ -78,6 +78,7 @@ class BitLinear(nn.Linear):
         if not self.quant:
             return F.linear(x, self.weight, self.bias)
         if self.training:
+            x = x.float()  # quantize in f32 even under bf16 autocast
             q, xs = quantize_act(x)
             x_ste = x + (q * xs - x).detach()
             wq, s = ternarize(self.weight)
@@ -109,6 +110,7 @@ def fused_forward(x, layers):
         w = torch.cat([m.weight for m in layers])
         b = torch.cat([m.bias for m in layers]) if layers[0].bias is not None else None
         return list(F.linear(x, w, b).split([m.out_features for m in layers], dim=-1))
+    x = x.float()  # quantize in f32 even under bf16 autocast
     q, xs = quantize_act(x)
     if layers[0].training:
         x_ste = x + (q * xs - x).detach()
