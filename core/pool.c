@@ -2,12 +2,19 @@
  * pool.c: the persistent thread pool. Workers spin briefly on a generation
  * counter between runs (so back-to-back kernels dispatch in well under a
  * microsecond), then sleep on a condition variable. A run allocates
- * nothing and the caller takes part as thread 0.
+ * nothing and the caller takes part.
+ *
+ * A run has n slots (the `ith` its task sees), and every thread, caller
+ * included, claims slots until none is left: normally each thread runs one,
+ * but a thread that is not running when the run starts (descheduled because
+ * the machine has more runnable threads than cores, or still waking from
+ * its sleep) leaves its slot to the others instead of making them wait a
+ * scheduler time slice for it. Measured on the 2-core machine beside two
+ * busy training processes, `tern eval classify -t 2` on the bundled ViT:
+ * 16 images/s with one fixed slot per thread, 337 with claimed slots.
  *
  * Every wait polls with the CPU's pause hint first and then yields the
- * core (sched_yield) between polls: when the machine has more runnable
- * threads than cores, the thread being waited for may be descheduled,
- * and a pure spin would burn the very time slice it needs.
+ * core (sched_yield) between polls, for the same reason.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -21,21 +28,15 @@
 #define TERN_POOL_SPIN 20000
 #define TERN_POOL_PAUSES 2000
 
-struct tern_pool;
-
-typedef struct tern_worker {
-	struct tern_pool *pool;
-	int index;
-} tern_worker;
-
 struct tern_pool {
 	int n;
-	pthread_t *threads;   /* [n - 1] */
-	tern_worker *workers; /* [n - 1] */
+	pthread_t *threads; /* [n - 1] */
 	tern_pool_fn fn;
 	void *arg;
 	atomic_uint_fast64_t gen;
-	atomic_int pending;
+	/* (generation << 16) | next unclaimed slot of the current run */
+	atomic_uint_fast64_t claim;
+	atomic_int done; /* slots of the current run finished */
 	atomic_int sleepers;
 	atomic_int stop;
 	pthread_mutex_t mu;
@@ -51,10 +52,29 @@ static inline void cpu_relax(void)
 #endif
 }
 
+#define SLOT_BITS 16
+#define SLOT_MASK ((UINT64_C(1) << SLOT_BITS) - 1)
+
+/* Claim and run slots of run `gen` until none is left or a later run has
+ * started. fn and arg are read after a successful claim: the caller does
+ * not change them before every slot of the run is done. */
+static void run_slots(tern_pool *pool, uint_fast64_t gen)
+{
+	uint_fast64_t c = atomic_load(&pool->claim);
+	for (;;) {
+		if ((c >> SLOT_BITS) != gen || (int)(c & SLOT_MASK) >= pool->n)
+			return;
+		if (!atomic_compare_exchange_weak(&pool->claim, &c, c + 1))
+			continue; /* c now holds the current value */
+		pool->fn(pool->arg, (int)(c & SLOT_MASK), pool->n);
+		atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+		c = atomic_load(&pool->claim);
+	}
+}
+
 static void *worker_main(void *p)
 {
-	tern_worker *w = p;
-	tern_pool *pool = w->pool;
+	tern_pool *pool = p;
 	uint_fast64_t seen = 0;
 	for (;;) {
 		int spins = 0;
@@ -76,8 +96,7 @@ static void *worker_main(void *p)
 		if (atomic_load(&pool->stop))
 			return NULL;
 		seen = atomic_load(&pool->gen);
-		pool->fn(pool->arg, w->index, pool->n);
-		atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+		run_slots(pool, seen);
 	}
 }
 
@@ -103,17 +122,14 @@ int tern_pool_new(int n, tern_pool **out)
 	pthread_cond_init(&pool->cv, NULL);
 	if (n > 1) {
 		pool->threads = calloc((size_t)n - 1, sizeof *pool->threads);
-		pool->workers = calloc((size_t)n - 1, sizeof *pool->workers);
-		if (!pool->threads || !pool->workers) {
+		if (!pool->threads) {
 			pool->n = 1;
 			tern_pool_free(pool);
 			return TERN_E_NOMEM;
 		}
 	}
 	for (int i = 1; i < n; i++) {
-		pool->workers[i - 1].pool = pool;
-		pool->workers[i - 1].index = i;
-		if (pthread_create(&pool->threads[i - 1], NULL, worker_main, &pool->workers[i - 1]) != 0) {
+		if (pthread_create(&pool->threads[i - 1], NULL, worker_main, pool) != 0) {
 			pool->n = i; /* join only the threads that started */
 			tern_pool_free(pool);
 			return TERN_E_NOMEM;
@@ -136,7 +152,6 @@ void tern_pool_free(tern_pool *pool)
 	pthread_mutex_destroy(&pool->mu);
 	pthread_cond_destroy(&pool->cv);
 	free(pool->threads);
-	free(pool->workers);
 	free(pool);
 }
 
@@ -153,11 +168,13 @@ void tern_pool_run(tern_pool *pool, tern_pool_fn fn, void *arg)
 	}
 	pool->fn = fn;
 	pool->arg = arg;
-	atomic_store(&pool->pending, pool->n - 1);
-	atomic_fetch_add(&pool->gen, 1);
+	atomic_store(&pool->done, 0);
+	uint_fast64_t gen = atomic_load(&pool->gen) + 1;
+	atomic_store(&pool->claim, gen << SLOT_BITS);
+	atomic_store(&pool->gen, gen);
 	wake_all(pool);
-	fn(arg, 0, pool->n);
-	for (int spins = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+	run_slots(pool, gen);
+	for (int spins = 0; atomic_load_explicit(&pool->done, memory_order_acquire) < pool->n; spins++) {
 		if (spins < TERN_POOL_PAUSES)
 			cpu_relax();
 		else

@@ -13,7 +13,7 @@ typedef struct {
 	int seen[16];
 	int nth;
 	int64_t n;
-	int64_t *owner; /* [n]: which thread covered each index */
+	int64_t *owner; /* [n]: how often each index was covered */
 } run_state;
 
 static void mark(void *arg, int ith, int nth)
@@ -28,7 +28,7 @@ static void mark(void *arg, int ith, int nth)
 		s->owner[i] += 1;
 }
 
-Test(pool, every_thread_runs_once_per_run)
+Test(pool, every_slot_runs_once_per_run)
 {
 	for (int n = 1; n <= 4; n++) {
 		tern_pool *pool;
@@ -42,7 +42,7 @@ Test(pool, every_thread_runs_once_per_run)
 		cr_assert_eq(atomic_load(&s.calls), runs * n);
 		cr_assert_eq(s.nth, n);
 		for (int i = 0; i < n; i++)
-			cr_assert_eq(s.seen[i], runs, "thread %d ran %d times", i, s.seen[i]);
+			cr_assert_eq(s.seen[i], runs, "slot %d ran %d times", i, s.seen[i]);
 		/* the split covers every index exactly once per run */
 		for (int i = 0; i < 1000; i++)
 			cr_assert_eq(owner[i], runs);
@@ -69,6 +69,46 @@ Test(pool, workers_wake_after_sleeping)
 		tern_pool_run(pool, slow, &sum);
 	}
 	cr_assert_eq(atomic_load(&sum), 3 * (1 + 2 + 3));
+	tern_pool_free(pool);
+}
+
+/* Two different task bodies in alternation on a pool with 4x more threads
+ * than this machine likely has cores, slots sleeping at random: late
+ * workers must neither lose a slot, run one twice, nor run a slot of one
+ * run with the other run's body. */
+typedef struct {
+	atomic_int count[8];
+	int tag;
+	unsigned seed;
+} stress_state;
+
+static void stress_fn(void *arg, int ith, int nth)
+{
+	stress_state *s = arg;
+	cr_assert_eq(nth, 8);
+	atomic_fetch_add(&s->count[ith], s->tag);
+	unsigned r = (s->seed + (unsigned)ith * 2654435761u) >> 20;
+	if (r % 5 == 0) {
+		struct timespec ts = { 0, (long)(r % 50) * 1000 }; /* 0-49 us */
+		nanosleep(&ts, NULL);
+	}
+}
+
+Test(pool, late_threads_leave_their_slots_to_others)
+{
+	tern_pool *pool;
+	cr_assert_eq(tern_pool_new(8, &pool), TERN_OK);
+	stress_state a = { .tag = 1 }, b = { .tag = 1000 };
+	const int runs = 2000;
+	for (int r = 0; r < runs; r++) {
+		stress_state *s = r % 2 ? &b : &a;
+		s->seed = (unsigned)r * 747796405u + 1u;
+		tern_pool_run(pool, stress_fn, s);
+	}
+	for (int i = 0; i < 8; i++) {
+		cr_assert_eq(atomic_load(&a.count[i]), runs / 2, "slot %d: %d", i, atomic_load(&a.count[i]));
+		cr_assert_eq(atomic_load(&b.count[i]), 1000 * (runs / 2));
+	}
 	tern_pool_free(pool);
 }
 

@@ -122,8 +122,13 @@ TERN_API int tern_size_add(size_t a, size_t b, size_t *out);
 
 /* ---- thread pool ---------------------------------------------------- */
 
-/* A task body: called once on each of the nth threads with its index ith
- * (0 = the calling thread). */
+/* A task body: called once for each slot ith in [0, nth) of a run, nth
+ * being the pool's size. Slots run concurrently on the pool's threads, but
+ * which thread runs which slot is not fixed: a thread that is late to a
+ * run (descheduled, or waking from sleep) leaves its slot to the others,
+ * so one thread may run several slots one after the other. A body may keep
+ * per-slot state indexed by ith; it must not wait for another slot of the
+ * same run. */
 typedef void (*tern_pool_fn)(void *arg, int ith, int nth);
 
 /* Create a persistent pool of n threads (the caller counts as one; n >= 1).
@@ -132,7 +137,8 @@ TERN_API int tern_pool_new(int n, tern_pool **out);
 TERN_API void tern_pool_free(tern_pool *pool);
 TERN_API int tern_pool_size(const tern_pool *pool);
 
-/* Run fn on every thread of the pool and wait for all. Not reentrant:
+/* Run fn for every slot 0..n-1 on the pool's threads (the caller takes
+ * part) and wait for all. Not reentrant:
  * one run at a time per pool; fn must not call tern_pool_run. Allocates
  * nothing. */
 TERN_API void tern_pool_run(tern_pool *pool, tern_pool_fn fn, void *arg);
