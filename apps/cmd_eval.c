@@ -17,7 +17,7 @@
 
 const char cmd_eval_help[] =
 	"usage: tern eval classify -m MODEL --images IDX --labels IDX [--limit N]\n"
-	"                          [-t THREADS] [--json]\n"
+	"                          [-t THREADS] [--json] [--predictions FILE]\n"
 	"\n"
 	"Classifies every image of an IDX image file (MNIST / Fashion-MNIST layout:\n"
 	"magic 0x00000803, then n, rows, cols as big-endian u32, then n*rows*cols\n"
@@ -33,7 +33,10 @@ const char cmd_eval_help[] =
 	"      --labels IDX     label file\n"
 	"  -n, --limit N        only the first N images\n"
 	"  -t, --threads N      threads (default: all cores)\n"
-	"      --json           print one JSON object instead of text\n";
+	"      --json           print one JSON object instead of text\n"
+	"      --predictions FILE  write each image's top class to FILE, one line\n"
+	"                       per image in order: the class index (0-based), a\n"
+	"                       space, its probability (6 significant digits)\n";
 
 /* Largest IDX file read (1 GiB). */
 #define IDX_MAX_BYTES ((size_t)1 << 30)
@@ -148,7 +151,7 @@ static void json_string(const char *s)
 
 static int eval_classify(int argc, char **argv)
 {
-	const char *model = NULL, *images = NULL, *labels = NULL, *v;
+	const char *model = NULL, *images = NULL, *labels = NULL, *preds = NULL, *v;
 	long limit = 0, threads = 0;
 	bool json = false;
 	for (int i = 1; i < argc; i++) {
@@ -172,6 +175,9 @@ static int eval_classify(int argc, char **argv)
 		} else if ((r = cli_flag_value("eval", argc, argv, &i, "-t", "--threads", &v)) != 0) {
 			if (r < 0 || cli_parse_int("eval", "--threads", v, 0, CLI_MAX_THREADS, &threads))
 				return CLI_USAGE;
+		} else if ((r = cli_flag_value("eval", argc, argv, &i, NULL, "--predictions", &preds)) != 0) {
+			if (r < 0)
+				return CLI_USAGE;
 		} else if (strcmp(argv[i], "--json") == 0) {
 			json = true;
 		} else {
@@ -187,6 +193,7 @@ static int eval_classify(int argc, char **argv)
 	tern_registry *reg = NULL;
 	tern_model *m = NULL;
 	tern_image *img = NULL;
+	FILE *pf = NULL;
 	memset(&lb, 0, sizeof lb);
 	if (idx_read(images, 3, &im) || idx_read(labels, 1, &lb))
 		goto out;
@@ -212,6 +219,10 @@ static int eval_classify(int argc, char **argv)
 		cli_error("%s: %s", model, ctx && *tern_ctx_errmsg(ctx) ? tern_ctx_errmsg(ctx) : tern_status_str(rc));
 		goto out;
 	}
+	if (preds && !(pf = fopen(preds, "w"))) {
+		cli_error("%s: %s", preds, strerror(errno));
+		goto out;
+	}
 	const size_t hw = (size_t)im.rows * im.cols;
 	uint32_t correct = 0;
 	double t0 = now_s();
@@ -226,8 +237,19 @@ static int eval_classify(int argc, char **argv)
 			goto out;
 		}
 		correct += got == 1 && top.index == (int)lb.items[i];
+		if (pf)
+			fprintf(pf, "%d %.6g\n", got == 1 ? top.index : -1, got == 1 ? (double)top.prob : 0.0);
 	}
 	double secs = now_s() - t0;
+	if (pf) {
+		int bad = ferror(pf);
+		bad |= fclose(pf) != 0;
+		pf = NULL;
+		if (bad) {
+			cli_error("%s: write error", preds);
+			goto out;
+		}
+	}
 	double acc = (double)correct / n, ips = secs > 0 ? n / secs : 0.0;
 	if (json) {
 		printf("{\"task\": \"classify\", \"model\": ");
@@ -242,6 +264,8 @@ static int eval_classify(int argc, char **argv)
 	}
 	status = CLI_OK;
 out:
+	if (pf)
+		fclose(pf);
 	tern_image_free(img);
 	tern_model_free(m);
 	tern_registry_free(reg);

@@ -1026,7 +1026,7 @@ Test(vision, cli_eval_classify_counts_and_rejects_bad_idx)
 	enum { N = 24, SIDE = 8, K = 3 };
 	cfg c = { SIDE, 1, 4, 16, 1, 2, 32, K, "mean", false, true, false, true, true, 31 };
 	rmodel rm = make_model(&c);
-	char model[256], imgs[300], labs[300], bad[300], args[1200], out[4096];
+	char model[256], imgs[300], labs[300], bad[300], args[1600], out[4096];
 	snprintf(model, sizeof model, "%s", tmp_path("eval"));
 	snprintf(imgs, sizeof imgs, "%s.images", model);
 	snprintf(labs, sizeof labs, "%s.labels", model);
@@ -1039,7 +1039,7 @@ Test(vision, cli_eval_classify_counts_and_rejects_bad_idx)
 	put_be32(im, 0x803), put_be32(im + 4, N), put_be32(im + 8, SIDE), put_be32(im + 12, SIDE);
 	put_be32(lb, 0x801), put_be32(lb + 4, N);
 	tu_rng r = tu_rng_new(77);
-	int expect = 0;
+	int expect = 0, bests[N];
 	for (int i = 0; i < N; i++) {
 		float x[SIDE * SIDE], logits[K];
 		for (int j = 0; j < SIDE * SIDE; j++) {
@@ -1050,17 +1050,32 @@ Test(vision, cli_eval_classify_counts_and_rejects_bad_idx)
 		int best = 0;
 		for (int k = 1; k < K; k++)
 			best = logits[k] > logits[best] ? k : best;
+		bests[i] = best;
 		lb[8 + i] = (unsigned char)(i % 2 ? (best + 1) % K : best);
 		expect += i % 2 == 0;
 	}
 	write_bytes(imgs, im, sizeof im);
 	write_bytes(labs, lb, sizeof lb);
-	snprintf(args, sizeof args, "eval classify -m '%s' --images '%s' --labels '%s' --json -t 1",
-		 model, imgs, labs);
+	snprintf(args, sizeof args,
+		 "eval classify -m '%s' --images '%s' --labels '%s' --json -t 1 --predictions '%s'",
+		 model, imgs, labs, bad);
 	cr_assert_eq(run_tern(args, out, sizeof out), 0, "%s", out);
 	char want[64];
 	snprintf(want, sizeof want, "\"images\": %d, \"correct\": %d,", N, expect);
 	cr_assert(strstr(out, want), "'%s' lacks '%s'", out, want);
+	/* --predictions: one "class probability" line per image, in order */
+	FILE *pf = fopen(bad, "r");
+	cr_assert_not_null(pf);
+	for (int i = 0; i < N; i++) {
+		int cls = -2;
+		double prob = -1;
+		cr_assert_eq(fscanf(pf, "%d %lf", &cls, &prob), 2, "line %d", i + 1);
+		cr_assert_eq(cls, bests[i], "image %d: class %d, reference %d", i, cls, bests[i]);
+		cr_assert(prob > 1.0 / K && prob <= 1.0, "image %d: probability %g", i, prob);
+	}
+	int extra = 0;
+	cr_assert_eq(fscanf(pf, "%d", &extra), EOF, "more lines than images");
+	fclose(pf);
 	/* --limit 4: images 0..3, two of them right */
 	snprintf(args, sizeof args, "eval classify -m '%s' --images '%s' --labels '%s' --limit 4",
 		 model, imgs, labs);

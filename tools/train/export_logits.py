@@ -13,6 +13,10 @@ images are preprocessed as the file's "preprocess" header says:
 
   PREFIX.logits.f32  N x n_classes little-endian f32, row i = test image i
   PREFIX.pred.i32    N little-endian int32, argmax of each row
+  PREFIX.pred.txt    the same, one class index per line (the form of
+                     tests/data/vit/fashion-vit-torch-pred.txt, which
+                     tests/bundled-vit.test compares with the C runtime's
+                     `tern eval classify --predictions`)
   PREFIX.json        the model, N, and the accuracy on those N images and
                      on the whole test set (-n 0 = all 10000)
 """
@@ -59,6 +63,8 @@ def main():
     n = args.n or len(x)
     logits[:n].numpy().astype("<f4").tofile(args.out + ".logits.f32")
     pred[:n].tofile(args.out + ".pred.i32")
+    with open(args.out + ".pred.txt", "w") as f:
+        f.write("".join("{}\n".format(int(c)) for c in pred[:n]))
     summary = {"model": args.model, "n": n, "n_classes": int(logits.shape[1]),
                "accuracy_first_n": float((pred[:n] == y[:n]).mean()),
                "accuracy_test_set": float((pred == y).mean())}
