@@ -196,7 +196,7 @@ def train(args, hp, quant, xtr, ytr, xte, yte, log):
         ck = torch.load(args.resume)
         same = all(ck["args"].get(k) == getattr(args, k) for k in (
             "batch", "lr", "lr_min", "wd", "warmup_epochs", "clip", "label_smoothing",
-            "crop_pad", "flip", "seed"))
+            "crop_pad", "flip", "seed", "precision"))
         if len(ck["history"]) != args.epochs or ck["quant"] != quant or ck["hp"] != hp or not same:
             raise SystemExit("--resume needs a finished stage-1 checkpoint of this recipe")
         model.load_state_dict(ck["state"])
