@@ -18,7 +18,7 @@
 
 const char cmd_convert_help[] =
 	"usage: tern convert IN OUT.tern [--type t2|t3] [--float f32|f16|bf16|keep]\n"
-	"                    [--head i8|i4|f32|f16|bf16] [--progress] [--quiet]\n"
+	"                    [--head i4r|i8|i4|f32|f16|bf16] [--progress] [--quiet]\n"
 	"                    [--plugin-path DIRS]\n"
 	"\n"
 	"Converts IN (a GGUF file, a safetensors file, a Hugging Face checkpoint\n"
@@ -36,11 +36,13 @@ const char cmd_convert_help[] =
 	"                     slowly than they read t2); both run everywhere\n"
 	"  --float T          float matrices: f32, f16, bf16, or keep (default;\n"
 	"                     GGUF Q8_0 becomes f32). 1-D tensors keep their type\n"
-	"  --head T           token embedding and output head: i8 (per-row int8),\n"
-	"                     i4 (4-bit, f16 scale per 128 weights), f32, f16\n"
-	"                     or bf16. Default: i8 for BitNet\n"
-	"                     checkpoints from Hugging Face (2B4T, 1bitLLM) unless\n"
-	"                     --float is given, else as --float\n"
+	"  --head T           token embedding and output head: i4r (4-bit codes\n"
+	"                     plus a 4-bit residual: the head reads 4 bits per\n"
+	"                     weight and refines its best candidates to about\n"
+	"                     int8 precision), i8 (per-row int8), i4 (4-bit, f16\n"
+	"                     scale per 128 weights), f32, f16 or bf16. Default:\n"
+	"                     i4r for BitNet checkpoints from Hugging Face (2B4T,\n"
+	"                     1bitLLM) unless --float is given, else as --float\n"
 	"  --progress         draw the progress bar even if stderr is not a terminal\n"
 	"  -q, --quiet        no progress bar and no summary line\n"
 	"  --plugin-path DIRS search only these colon-separated plugin directories\n"
@@ -107,9 +109,9 @@ int cmd_convert(int argc, char **argv)
 	static const char *const fnames[] = { "f32", "f16", "bf16", "keep" };
 	static const tern_dtype ftypes[] = { TERN_DTYPE_F32, TERN_DTYPE_F16, TERN_DTYPE_BF16,
 					     TERN_DTYPE_COUNT };
-	static const char *const hnames[] = { "i8", "i4", "f32", "f16", "bf16" };
-	static const tern_dtype htypes[] = { TERN_DTYPE_I8, TERN_DTYPE_I4, TERN_DTYPE_F32,
-					     TERN_DTYPE_F16, TERN_DTYPE_BF16 };
+	static const char *const hnames[] = { "i8", "i4", "f32", "f16", "bf16", "i4r" };
+	static const tern_dtype htypes[] = { TERN_DTYPE_I8,  TERN_DTYPE_I4,   TERN_DTYPE_F32,
+					     TERN_DTYPE_F16, TERN_DTYPE_BF16, TERN_DTYPE_I4 };
 	tern_convert_opts opts = tern_convert_default_opts();
 	const char *in = NULL, *out = NULL, *plugin_path = NULL, *v;
 	bool force_bar = false, quiet = false, type_given = false;
@@ -128,7 +130,8 @@ int cmd_convert(int argc, char **argv)
 				rc = parse_dtype("--float", v, fnames, ftypes, 4, &opts.float_type);
 		} else if ((r = cli_flag_value("convert", argc, argv, &i, NULL, "--head", &v)) != 0) {
 			if (r > 0)
-				rc = parse_dtype("--head", v, hnames, htypes, 5, &opts.head_type);
+				rc = parse_dtype("--head", v, hnames, htypes, 6, &opts.head_type);
+			opts.head_residual = r > 0 && strcmp(v, "i4r") == 0;
 		} else if ((r = cli_flag_value("convert", argc, argv, &i, NULL, "--plugin-path",
 					       &plugin_path)) != 0) {
 		} else if (strcmp(argv[i], "--progress") == 0) {

@@ -403,6 +403,33 @@ int tern_quantize_row_i4(const float *x, int64_t n, tern_dtype scale_type, uint8
 	return TERN_OK;
 }
 
+int tern_quantize_row_i4_residual(const float *x, int64_t n, tern_dtype scale_type,
+				  uint8_t *codes, void *scales, float *work)
+{
+	if (!work)
+		return TERN_E_INVALID;
+	int rc = tern_quantize_row_i4(x, n, scale_type, codes, scales);
+	if (rc != TERN_OK)
+		return rc;
+	int8_t q[I4_BLOCK];
+	const int64_t nblk = (n + I4_BLOCK - 1) / I4_BLOCK;
+	for (int64_t b = 0; b < nblk; b++) {
+		const int64_t len = TERN_MIN(I4_BLOCK, n - b * I4_BLOCK);
+		float d;
+		if (scale_type == TERN_DTYPE_F16) {
+			uint16_t h;
+			memcpy(&h, (const uint8_t *)scales + 2 * b, 2);
+			d = tern_f16_to_f32(h);
+		} else {
+			memcpy(&d, (const uint8_t *)scales + 4 * b, 4);
+		}
+		tern_i4_unpack_row(codes + b * (I4_BLOCK / 2), len, q);
+		for (int64_t i = 0; i < len; i++)
+			work[b * I4_BLOCK + i] = x[b * I4_BLOCK + i] - (float)q[i] * d;
+	}
+	return tern_quantize_row_i4(work, n, scale_type, codes, scales);
+}
+
 int tern_quantize_i4(tern_ctx *ctx, const float *src, tern_tensor *dst)
 {
 	if (!src || !dst || !dst->data)

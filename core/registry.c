@@ -563,6 +563,8 @@ static int convert_opts(tern_ctx *ctx, const tern_convert_opts *in, tern_convert
 	    h != TERN_DTYPE_F16 && h != TERN_DTYPE_BF16 && h != TERN_DTYPE_COUNT)
 		return tern_error(ctx, TERN_E_INVALID,
 				  "convert: head type must be i8, i4, f32, f16, bf16 or as the floats");
+	if (o->head_residual && h != TERN_DTYPE_I4)
+		return tern_error(ctx, TERN_E_INVALID, "convert: a residual head needs head type i4");
 	return TERN_OK;
 }
 
@@ -591,6 +593,10 @@ static int try_plugin(convert_job *j, const tern_plugin_desc *d)
 	tern_ctx_clear_error(j->ctx);
 	tern_convert_opts o10;
 	const tern_convert_opts *opts = j->opts;
+	/* Plugins before ABI 1.2 cannot see head_residual: they would write
+	 * a plain 4-bit head without a word. */
+	if (d->abi_minor < 2 && opts->head_residual)
+		return TERN_E_UNSUPPORTED;
 	if (d->abi_minor == 0) {
 		/* ABI 1.0 plugins were built when TERN_DTYPE_COUNT was 7 (now
 		 * TERN_DTYPE_I4) and know no I4: pass "keep" as they spell it,

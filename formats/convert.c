@@ -5,7 +5,8 @@
  * a plugin reads a converted file with the same keys as the original.
  * Tensors keep their names; ternary ones are re-imported exactly from
  * their stored bytes into the requested packing, float ones are kept or
- * cast, and the head may be quantized to int8 per row. Each tensor is
+ * cast, and the head may be quantized to int8 per row or to 4 bits (with
+ * its 4-bit residual for --head i4r). Each tensor is
  * produced by a fill callback at tern_writer_finish, so memory stays at
  * one tensor whatever the model's size.
  */
@@ -162,6 +163,36 @@ static int fill_i4(void *user, const tern_tensor *desc, void *dst)
 	return TERN_OK;
 }
 
+/* The 4-bit residual of an I4 head (tern_quantize_row_i4_residual), laid
+ * out as fill_i4's output. */
+static int fill_i4_residual(void *user, const tern_tensor *desc, void *dst)
+{
+	job *j = user;
+	const tern_tensor *s = j->src;
+	const tern_type_traits *from = tern_type_traits_of(s->dtype);
+	int64_t rows = tern_tensor_rows(s), cols = tern_tensor_cols(s);
+	(void)desc; /* planned from s: I4, block(128) f16 scales */
+	size_t sb = tern_row_bytes(s->dtype, cols), db = tern_row_bytes(TERN_DTYPE_I4, cols);
+	size_t ssz = db / 64 * 2;
+	float *row = j->conv->row, *work = malloc(sizeof(float) * (size_t)cols);
+	uint8_t *scales = (uint8_t *)dst + (size_t)rows * db;
+	if (!work)
+		return tern_error(j->conv->ctx, TERN_E_NOMEM, "out of memory");
+	int rc = TERN_OK;
+	for (int64_t r = 0; r < rows && rc == TERN_OK; r++) {
+		from->row_to_float((const uint8_t *)s->data + (size_t)r * sb, row, cols);
+		if (tern_quantize_row_i4_residual(row, cols, TERN_DTYPE_F16,
+						  (uint8_t *)dst + (size_t)r * db,
+						  scales + (size_t)r * ssz, work) != TERN_OK)
+			rc = tern_error(j->conv->ctx, TERN_E_INVALID,
+					"tensor '%s' row %lld: a non-finite value or one too large "
+					"for 4-bit codes with f16 scales",
+					s->name, (long long)r);
+	}
+	free(work);
+	return rc;
+}
+
 /* ---- planning ---------------------------------------------------------- */
 
 static int add_one(tern_gguf_conv *c, const tern_convert_opts *o, tern_writer *w, size_t i)
@@ -210,7 +241,13 @@ static int add_one(tern_gguf_conv *c, const tern_convert_opts *o, tern_writer *w
 	}
 	if (want == TERN_DTYPE_I4) {
 		desc.q = (tern_qparams){ TERN_SCALE_BLOCK, 128, TERN_DTYPE_F16 };
-		return tern_writer_add_tensor_fn(w, &desc, fill_i4, j);
+		int rc = tern_writer_add_tensor_fn(w, &desc, fill_i4, j);
+		/* --head i4r: "<base>.residual" beside "<base>.weight". */
+		if (rc == TERN_OK && is_head(s->name) && o->head_residual) {
+			desc.name = s->name[0] == 't' ? "token_embd.residual" : "output.residual";
+			rc = tern_writer_add_tensor_fn(w, &desc, fill_i4_residual, j);
+		}
+		return rc;
 	}
 	return tern_writer_add_tensor_fn(w, &desc, fill_float, j);
 }

@@ -948,12 +948,16 @@ static void check_hf(hf_flavor flavor)
 	tern_file *src;
 	cr_assert_eq(tern_file_open(ctx, d, &src), TERN_OK, "%s", tern_ctx_errmsg(ctx));
 	cr_assert_eq(tern_file_format_of(src), TERN_FORMAT_HF);
-	/* A float head for the exact comparison; the default (int8) below. */
+	/* A float head for the exact comparison; int8, 4-bit and the default
+	 * (4-bit plus residual) below. */
 	tern_convert_opts fo = tern_convert_default_opts();
 	fo.head_type = TERN_DTYPE_F32;
 	cr_assert_eq(convert_opts(d, src, &fo, tmp("hf.tern")), TERN_OK, "%s",
 		     tern_ctx_errmsg(ctx));
-	cr_assert_eq(convert_to(d, src, tmp("hf-i8.tern")), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	fo.head_type = TERN_DTYPE_I8;
+	cr_assert_eq(convert_opts(d, src, &fo, tmp("hf-i8.tern")), TERN_OK, "%s",
+		     tern_ctx_errmsg(ctx));
+	cr_assert_eq(convert_to(d, src, tmp("hf-def.tern")), TERN_OK, "%s", tern_ctx_errmsg(ctx));
 	tern_file_close(src);
 	tern_file *f;
 	cr_assert_eq(tern_file_open(ctx, tmp("hf.tern"), &f), TERN_OK, "%s", tern_ctx_errmsg(ctx));
@@ -997,8 +1001,7 @@ static void check_hf(hf_flavor flavor)
 	cr_log_info("hf flavour %d: logits max|diff|/max|ref| %.3g", (int)flavor, diff / scale);
 	cr_assert_leq(diff / scale, 2e-3, "max|diff|/max|ref| = %.3g", diff / scale);
 
-	/* The default conversion: int8 embedding/head, one absmax scale per
-	 * row. Each value is within half a step (max|row| / 254) of the
+	/* --head i8: int8 embedding/head, one absmax scale per row. Each value is within half a step (max|row| / 254) of the
 	 * source. Against the reference run on those dequantized rows, the one
 	 * extra error is the head's input, rounded to int8 per token for the
 	 * int8 GEMV (up to max|h| / 254 per element): 0.2-0.8 % of the
@@ -1037,7 +1040,7 @@ static void check_hf(hf_flavor flavor)
 		    "logits by %.3g of max|ref|)",
 		    (int)flavor, diff8 / scale8, moved / scale);
 	cr_assert_leq(diff8 / scale8, 0.02, "int8 head: max|diff|/max|ref| = %.3g", diff8 / scale8);
-	cr_assert_gt(moved, 0.0, "the default head really is int8");
+	cr_assert_gt(moved, 0.0, "the head really is int8");
 
 	/* --head i4: 4-bit codes, one scale per 128 weights. The quantizer's
 	 * scale s lies in [0.8, 1] x max|block| / 7, so a value is off by at
@@ -1082,6 +1085,65 @@ static void check_hf(hf_flavor flavor)
 	}
 	cr_log_info("hf flavour %d, i4 head: max|diff|/max|ref| %.3g", (int)flavor, diff4 / scale4);
 	cr_assert_leq(diff4 / scale4, 0.02, "i4 head: max|diff|/max|ref| = %.3g", diff4 / scale4);
+
+	/* The default: 4-bit codes plus the 4-bit residual r = w - hi of each
+	 * weight, "<base>.residual" beside "<base>.weight". The residual's
+	 * own codes hold r to 0.2 max|r| per block (the bound above; 0.201
+	 * leaves room for the f16 rounding of a clipping scale), so
+	 * hi + res is at least 5x closer to the source than hi alone. With 40
+	 * tokens every row is refined (fewer than 64), so the logits are those
+	 * of the summed matrix, checked against the reference on hi + res. */
+	float hi[H_E], res[H_E];
+	double err4 = 0, err_sum = 0;
+	cr_assert_eq(tern_file_open(ctx, tmp("hf-def.tern"), &fi), TERN_OK);
+	for (int which = 0; which < (flavor == HF_1BIT ? 2 : 1); which++) {
+		const char *wn = which ? "output.weight" : "token_embd.weight";
+		const char *rn = which ? "output.residual" : "token_embd.residual";
+		const tern_tensor *tw = tern_file_find(fi, wn), *tr = tern_file_find(fi, rn);
+		const float *src_rows = which ? m->head : m->emb;
+		float *dst_rows = which ? m8->head : m8->emb;
+		cr_assert_not_null(tw, "%s", wn);
+		cr_assert_not_null(tr, "%s", rn);
+		cr_assert_eq(tw->dtype, TERN_DTYPE_I4);
+		cr_assert_eq(tr->dtype, TERN_DTYPE_I4);
+		cr_assert_eq(tr->q.kind, TERN_SCALE_BLOCK);
+		cr_assert_eq(tr->shape[0], H_V);
+		cr_assert_eq(tr->shape[1], H_E);
+		for (int v = 0; v < H_V; v++) {
+			tern_tensor_row_to_float(tw, v, hi);
+			tern_tensor_row_to_float(tr, v, res);
+			for (int b0 = 0; b0 < H_E; b0 += 128) {
+				float rmax = 0;
+				for (int i = b0; i < H_E && i < b0 + 128; i++)
+					rmax = fmaxf(rmax, fabsf(src_rows[v * H_E + i] - hi[i]));
+				for (int i = b0; i < H_E && i < b0 + 128; i++) {
+					float r = src_rows[v * H_E + i] - hi[i];
+					cr_assert_leq(fabsf(r - res[i]), 0.201f * rmax + 1e-12f,
+						      "%s row %d col %d: r %g res %g rmax %g", rn, v, i,
+						      r, res[i], rmax);
+					err4 = fmax(err4, fabsf(r));
+					err_sum = fmax(err_sum, fabsf(r - res[i]));
+					dst_rows[v * H_E + i] = hi[i] + res[i];
+				}
+			}
+		}
+	}
+	if (flavor != HF_1BIT)
+		memcpy(m8->head, m8->emb, sizeof m8->head);
+	tern_file_close(fi);
+	cr_log_info("hf flavour %d, i4r head: max|w - hi| %.3g, max|w - hi - res| %.3g", (int)flavor,
+		    err4, err_sum);
+	cr_assert_gt(err4, 0.0);
+	cr_assert_leq(err_sum, err4 / 5, "the residual leaves %.3g of %.3g", err_sum, err4);
+	hf_logits(tmp("hf-def.tern"), tok, H_N, ours8);
+	h_forward(m8, tok, ref8);
+	double diffr = 0, scaler = 0;
+	for (int i = 0; i < H_N * H_V; i++) {
+		diffr = fmax(diffr, fabs(ours8[i] - ref8[i]));
+		scaler = fmax(scaler, fabs(ref8[i]));
+	}
+	cr_log_info("hf flavour %d, i4r head: max|diff|/max|ref| %.3g", (int)flavor, diffr / scaler);
+	cr_assert_leq(diffr / scaler, 0.02, "i4r head: max|diff|/max|ref| = %.3g", diffr / scaler);
 	free(m8);
 	text_state_free(s);
 	text_model_free(model);

@@ -8,12 +8,12 @@
  * Tensors are produced while the file is written, so memory stays at one
  * tensor. The defaults are what `tern convert` makes of the Hugging Face
  * checkpoint: ternary matrices with one f32 scale each (t3 where the
- * AVX-512 kernels run, t2 elsewhere, as tern convert picks) and an int8
- * embedding/head with f32 row scales. Not installed; the output is large
- * (0.85 GB; 1.18 GB with --head f16, bitnet.cpp's layout) and belongs
- * under /tmp, not in the repository.
+ * AVX-512 kernels run, t2 elsewhere, as tern convert picks) and a 4-bit
+ * embedding/head with its 4-bit residual (--head i4r), every row distinct.
+ * Not installed; the output is large (0.75 GB; 1.18 GB with --head f16,
+ * bitnet.cpp's layout) and belongs under /tmp, not in the repository.
  *
- * usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i8|f16|bf16|f32]
+ * usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i4r|i8|i4|f16|bf16|f32]
  *                           [--layers N] [--seed N]
  */
 #include <math.h>
@@ -72,7 +72,10 @@ static int fill(void *user, const tern_tensor *desc, void *dst)
 			f[j] = 1.0f;
 		tr->row_from_float(f, d, cols);
 	} else {
-		int64_t bank = rows < BANK ? rows : BANK;
+		/* The embedding/head gets all rows distinct: the head's top
+		 * candidates (refined from a residual) must not tie. */
+		const bool head = strncmp(desc->name, "token_embd.", 11) == 0;
+		int64_t bank = rows < BANK || head ? rows : BANK;
 
 		for (int64_t r = 0; r < bank; r++) {
 			for (int64_t j = 0; j < cols; j++) {
@@ -106,7 +109,11 @@ static int fill(void *user, const tern_tensor *desc, void *dst)
 		/* 1/sqrt(cols) keeps each output near unit size; the int8 and
 		 * 4-bit heads get embedding-sized values (|w| up to ~0.05). */
 		for (size_t i = 0; i < n; i++) {
+			/* A residual is a 4-bit head's rounding error: its
+			 * step is about 1/14 of the head's. */
+			const bool res = strcmp(desc->name, "token_embd.residual") == 0;
 			float v = desc->dtype == TERN_DTYPE_I8   ? 0.0004f
+				  : res				 ? 0.0005f
 				  : desc->dtype == TERN_DTYPE_I4 ? 0.007f
 								 : 1.0f / sqrtf((float)cols);
 			if (desc->q.scale_type == TERN_DTYPE_F16) {
@@ -153,7 +160,8 @@ int main(int argc, char **argv)
 	const char *out = NULL;
 	/* tern convert's default packing for this CPU (apps/cmd_convert.c). */
 	tern_dtype type = tern_kernel_detect() == TERN_KERNEL_AVX512 ? TERN_DTYPE_T3 : TERN_DTYPE_T2,
-		   head = TERN_DTYPE_I8;
+		   head = TERN_DTYPE_I4;
+	bool residual = true;
 	long layers = 30;
 	gen g = { 12345 };
 	tern_ctx *ctx;
@@ -164,8 +172,10 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--type") == 0 && i + 1 < argc)
 			type = tern_dtype_from_name(argv[++i]);
-		else if (strcmp(argv[i], "--head") == 0 && i + 1 < argc)
-			head = tern_dtype_from_name(argv[++i]);
+		else if (strcmp(argv[i], "--head") == 0 && i + 1 < argc) {
+			residual = strcmp(argv[++i], "i4r") == 0;
+			head = residual ? TERN_DTYPE_I4 : tern_dtype_from_name(argv[i]);
+		}
 		else if (strcmp(argv[i], "--layers") == 0 && i + 1 < argc)
 			layers = strtol(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
@@ -178,7 +188,7 @@ int main(int argc, char **argv)
 	if (!out || (type != TERN_DTYPE_T2 && type != TERN_DTYPE_T3) || layers < 1 ||
 	    layers > 1000 || head == TERN_DTYPE_COUNT || head == TERN_DTYPE_I32 ||
 	    tern_type_traits_of(head)->ternary) {
-		fputs("usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i8|i4|f16|bf16|f32]\n"
+		fputs("usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i4r|i8|i4|f16|bf16|f32]\n"
 		      "                          [--layers N] [--seed N]\n",
 		      stderr);
 		return 2;
@@ -201,6 +211,8 @@ int main(int argc, char **argv)
 					  "weights shaped like BitNet b1.58 2B4T, for benchmarks\"}");
 	if (rc == TERN_OK)
 		rc = add(ctx, w, &g, "token_embd.weight", head, 2, N_VOCAB, N_EMBD);
+	if (rc == TERN_OK && residual)
+		rc = add(ctx, w, &g, "token_embd.residual", TERN_DTYPE_I4, 2, N_VOCAB, N_EMBD);
 	if (rc == TERN_OK)
 		rc = add(ctx, w, &g, "output_norm.weight", TERN_DTYPE_F32, 1, N_EMBD, 0);
 	for (long l = 0; l < layers && rc == TERN_OK; l++) {

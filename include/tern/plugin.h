@@ -34,7 +34,9 @@ extern "C" {
 /* 1.1: dtype I4 (TERN_DTYPE_COUNT moved from 7 to 8). The host hands an
  * ABI 1.0 plugin's convert op TERN_DTYPE_COUNT_ABI_1_0 where the options
  * say TERN_DTYPE_COUNT, and never asks it for I4. */
-#define TERN_PLUGIN_ABI_MINOR 1
+/* 1.2: tern_convert_opts.head_residual. The host never asks a plugin
+ * older than 1.2 for a residual head (it declines, as if unsupported). */
+#define TERN_PLUGIN_ABI_MINOR 2
 #define TERN_DTYPE_COUNT_ABI_1_0 ((tern_dtype)7)
 #define TERN_PLUGIN_ENTRY_SYMBOL "tern_plugin_entry"
 
@@ -109,6 +111,13 @@ typedef struct tern_convert_opts {
 	 * except that the text plugin makes BitNet checkpoints from Hugging
 	 * Face int8 when float_type is COUNT too (docs/FORMAT.md). */
 	tern_dtype head_type;
+	/* ABI 1.2. With head_type TERN_DTYPE_I4 only: also write each such
+	 * matrix's residual, the float matrix minus its dequantized 4-bit
+	 * codes, quantized again with tern_quantize_row_i4, as the tensor
+	 * "<base>.residual" beside "<base>.weight" (docs/FORMAT.md, "Residual
+	 * heads"). A reader adds the two; the text plugin's output head reads
+	 * the residual only for its best candidates. Default false. */
+	bool head_residual;
 } tern_convert_opts;
 
 /* The defaults above, struct_size set. */

@@ -185,6 +185,13 @@ TERN_API int tern_pack_ternary_exact(tern_ctx *ctx, const float *src, tern_tenso
  * f16. Reentrant; allocates nothing. */
 TERN_API int tern_quantize_row_i4(const float *x, int64_t n, tern_dtype scale_type,
 				  uint8_t *codes, void *scales);
+/* The 4-bit residual of a row: r = x - (the values tern_quantize_row_i4(x)
+ * codes, dequantized in float), itself coded by tern_quantize_row_i4 into
+ * codes and scales. A matrix and its residual together ("--head i4r",
+ * docs/FORMAT.md) hold each weight to about 1/14 of the 4-bit step.
+ * work: n floats. Errors as tern_quantize_row_i4. Reentrant. */
+TERN_API int tern_quantize_row_i4_residual(const float *x, int64_t n, tern_dtype scale_type,
+					   uint8_t *codes, void *scales, float *work);
 /* tern_quantize_row_i4 over the rows of src [rows][cols] into dst, an I4
  * tensor of that shape (allocated by the caller). The detail message
  * names the failing row. */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,8 @@ static tern_convert_opts opts_of(tern_ctx *ctx, const tern_convert_opts *in)
 	if (is_float(in->head_type) || in->head_type == TERN_DTYPE_I8 ||
 	    in->head_type == TERN_DTYPE_I4)
 		o.head_type = in->head_type;
+	if (in->struct_size >= offsetof(tern_convert_opts, head_residual) + sizeof(bool))
+		o.head_residual = in->head_residual && o.head_type == TERN_DTYPE_I4;
 	(void)ctx;
 	return o;
 }
@@ -174,14 +177,16 @@ static tern_qparams float_qparams(tern_dtype to)
 /* Write the rows of float tensor src into dst as dtype `to`: a float type
  * (rounded to nearest even), int8 with one absmax f32 scale per row
  * (q = round-half-even(x / (max|x| / 127)), scales after the codes), or
- * I4 (tern_quantize_row_i4, f16 block scales after the codes). Fails
- * with TERN_E_NOMEM, or TERN_E_INVALID for a row I4 cannot code. */
-static int float_rows_to(const tern_tensor *src, tern_dtype to, void *dst)
+ * I4 (tern_quantize_row_i4, f16 block scales after the codes); with
+ * `residual` (to I4 only), the 4-bit residual of each row instead
+ * (tern_quantize_row_i4_residual). Fails with TERN_E_NOMEM, or TERN_E_INVALID for a row
+ * I4 cannot code. */
+static int float_rows_to(const tern_tensor *src, tern_dtype to, bool residual, void *dst)
 {
 	int rc = TERN_OK;
 	const int64_t rows = tern_tensor_rows(src), cols = tern_tensor_cols(src);
 	const size_t rb = tern_row_bytes(to, cols);
-	float *buf = malloc(sizeof(float) * (size_t)cols);
+	float *buf = malloc(sizeof(float) * (size_t)cols * 2);
 	if (!buf)
 		return TERN_E_NOMEM;
 	const tern_type_traits *tr = tern_type_traits_of(to);
@@ -196,7 +201,10 @@ static int float_rows_to(const tern_tensor *src, tern_dtype to, void *dst)
 		} else if (to == TERN_DTYPE_I4) {
 			/* rb / 64 groups per row, one f16 scale each. */
 			uint8_t *s = (uint8_t *)dst + (size_t)rows * rb + (size_t)r * (rb / 64) * 2;
-			if ((rc = tern_quantize_row_i4(buf, cols, TERN_DTYPE_F16, d, s)) != TERN_OK)
+			rc = residual ? tern_quantize_row_i4_residual(buf, cols, TERN_DTYPE_F16, d, s,
+								      buf + cols)
+				      : tern_quantize_row_i4(buf, cols, TERN_DTYPE_F16, d, s);
+			if (rc != TERN_OK)
 				break;
 		} else {
 			tr->row_from_float(buf, d, cols);
@@ -206,28 +214,42 @@ static int float_rows_to(const tern_tensor *src, tern_dtype to, void *dst)
 	return rc;
 }
 
-/* Convert float rows of src into a new tensor of dtype `to` and add it to
- * w under `name`. */
-static int add_float(tern_ctx *ctx, tern_writer *w, const char *name, const tern_tensor *src,
-		     tern_dtype to)
+/* "token_embd.weight" -> "token_embd.residual" (static names: the writer
+ * copies them, but hf_fill matches them back). NULL for other names. */
+static const char *residual_name(const char *name)
 {
-	tern_tensor *t;
+	if (strcmp(name, "token_embd.weight") == 0)
+		return "token_embd.residual";
+	if (strcmp(name, "output.weight") == 0)
+		return "output.residual";
+	return NULL;
+}
+
+/* Convert float rows of src into a new tensor of dtype `to` and add it to
+ * w under `name`; with `residual` (to I4), its 4-bit residual too, under
+ * residual_name(name). */
+static int add_float(tern_ctx *ctx, tern_writer *w, const char *name, const tern_tensor *src,
+		     tern_dtype to, bool residual)
+{
 	const tern_qparams qp = float_qparams(to);
-	int rc = tern_tensor_new(ctx, to, &qp, src->n_dims, src->shape, &t);
-	if (rc)
-		return rc;
-	if ((rc = float_rows_to(src, to, t->data))) {
+	int rc = TERN_OK;
+	for (int pass = 0; pass < (residual ? 2 : 1) && rc == TERN_OK; pass++) {
+		tern_tensor *t;
+		if ((rc = tern_tensor_new(ctx, to, &qp, src->n_dims, src->shape, &t)))
+			return rc;
+		if ((rc = float_rows_to(src, to, pass == 1, t->data))) {
+			tern_tensor_free(t);
+			return rc == TERN_E_NOMEM
+				       ? tern_error(ctx, rc, "text convert: out of memory")
+				       : tern_error(ctx, rc,
+						    "text convert: '%s' has a non-finite value or one "
+						    "too large for 4-bit codes with f16 scales",
+						    name);
+		}
+		t->name = pass == 1 ? residual_name(name) : name;
+		rc = t->name ? tern_writer_add_tensor(w, t) : TERN_E_INTERNAL;
 		tern_tensor_free(t);
-		return rc == TERN_E_NOMEM
-			       ? tern_error(ctx, rc, "text convert: out of memory")
-			       : tern_error(ctx, rc,
-					    "text convert: '%s' has a non-finite value or one too "
-					    "large for 4-bit codes with f16 scales",
-					    name);
 	}
-	t->name = name;
-	rc = tern_writer_add_tensor(w, t);
-	tern_tensor_free(t);
 	return rc;
 }
 
@@ -441,14 +463,16 @@ int text_convert_ak42(tern_ctx *ctx, const char *bin_path, const char *tokenizer
 		tern_tensor norm = { .name = "output_norm.weight", .dtype = TERN_DTYPE_F32,
 				     .n_dims = 1, .shape = { c.dim }, .data = (void *)p,
 				     .nbytes = 4 * (size_t)c.dim };
-		rc = add_float(ctx, w, norm.name, &norm, TERN_DTYPE_F32);
+		rc = add_float(ctx, w, norm.name, &norm, TERN_DTYPE_F32, false);
 		p += norm.nbytes;
 	}
 	if (!rc) {
 		tern_tensor emb = { .name = "token_embd.weight", .dtype = TERN_DTYPE_F32,
 				    .n_dims = 2, .shape = { c.vocab, c.dim }, .data = (void *)p,
 				    .nbytes = 4 * (size_t)c.vocab * (size_t)c.dim };
-		rc = add_float(ctx, w, emb.name, &emb, head_dtype(&o, TERN_DTYPE_F32));
+		const tern_dtype hd = head_dtype(&o, TERN_DTYPE_F32);
+		rc = add_float(ctx, w, emb.name, &emb, hd,
+			       o.head_residual && hd == TERN_DTYPE_I4);
 		p += emb.nbytes;
 	}
 	/* The file holds all layers' wq, then all wk, ...; the .tern is
@@ -598,14 +622,20 @@ static int hf_fill(void *user, const tern_tensor *desc, void *dst)
 	const tern_file *src = user;
 	bool ternary;
 	char base[256];
-	const tern_tensor *t = hf_source(src, desc->name, &ternary, base, sizeof base);
+	/* A residual comes from the same source tensor as its head. */
+	const bool residual = strcmp(desc->name, "token_embd.residual") == 0 ||
+			      strcmp(desc->name, "output.residual") == 0;
+	const char *name = !residual ? desc->name
+			   : desc->name[0] == 't' ? "token_embd.weight"
+						  : "output.weight";
+	const tern_tensor *t = hf_source(src, name, &ternary, base, sizeof base);
 	if (!t)
 		return TERN_E_INTERNAL;
 	const int64_t rows = tern_tensor_rows(desc), cols = tern_tensor_cols(desc);
 	const size_t rb = tern_row_bytes(desc->dtype, cols);
 	const tern_type_traits *tr = tern_type_traits_of(desc->dtype);
 	if (!ternary)
-		return float_rows_to(t, desc->dtype, dst);
+		return float_rows_to(t, desc->dtype, residual, dst);
 	if (t->dtype == TERN_DTYPE_I32) {
 		int8_t *row = malloc((size_t)cols);
 		if (!row)
@@ -707,7 +737,11 @@ static int hf_add(tern_ctx *ctx, const tern_file *src, const tern_convert_opts *
 	if (rc)
 		return rc;
 	desc.nbytes = nbytes;
-	return tern_writer_add_tensor_fn(w, &desc, hf_fill, (void *)src);
+	rc = tern_writer_add_tensor_fn(w, &desc, hf_fill, (void *)src);
+	if (rc == TERN_OK && !ternary && rows && desc.dtype == TERN_DTYPE_I4 && o->head_residual &&
+	    (desc.name = residual_name(name)))
+		rc = tern_writer_add_tensor_fn(w, &desc, hf_fill, (void *)src);
+	return rc;
 }
 
 typedef struct hf_config {
@@ -794,13 +828,16 @@ static int hf_tokenizer(tern_ctx *ctx, const tern_file *src, tern_writer *w, int
 static int convert_hf(tern_ctx *ctx, const tern_file *src, const tern_convert_opts *opts,
 		      tern_writer *w)
 {
-	/* Unless told otherwise, the embedding/head becomes int8 with row
-	 * scales: it is most of what a decode step reads (2B4T: 0.66 GB of
-	 * 1.18 GB in f16), and docs/BENCHMARKS.md measures what int8 does to
-	 * the logits. */
+	/* Unless told otherwise, the embedding/head becomes 4-bit codes plus
+	 * a 4-bit residual: the head is most of what a decode step reads
+	 * (2B4T: 0.66 GB of 1.18 GB in f16), the decoder reads the residual
+	 * only for the best candidates, and docs/BENCHMARKS.md measures what
+	 * it does to the logits. */
 	tern_convert_opts ho = *opts;
-	if (ho.head_type == TERN_DTYPE_COUNT && ho.float_type == TERN_DTYPE_COUNT)
-		ho.head_type = TERN_DTYPE_I8;
+	if (ho.head_type == TERN_DTYPE_COUNT && ho.float_type == TERN_DTYPE_COUNT) {
+		ho.head_type = TERN_DTYPE_I4;
+		ho.head_residual = true;
+	}
 	const tern_convert_opts *o = &ho;
 	/* Which flavour: 2B4T's sub-norm names or 1bitLLM's. */
 	const char *arch;

@@ -287,6 +287,11 @@ static int64_t lm_weight_bytes(const void *p)
 	}
 	b += tensor_bytes(m->w.output) + (int64_t)sizeof(float) * c->n_embd;
 	b += tensor_bytes(m->w.tok_embd) / (c->n_vocab > 0 ? c->n_vocab : 1);
+	/* A residual head: its embedding row, and the rows refined on a
+	 * typical step (the first round of text_forward's refinement, 64). */
+	if (m->w.output_res)
+		b += tensor_bytes(m->w.output_res) / (c->n_vocab > 0 ? c->n_vocab : 1) *
+		     (1 + (c->n_vocab < 64 ? c->n_vocab : 64));
 	return b;
 }
 
@@ -515,8 +520,12 @@ static int lm_embed(const void *p, tern_ctx *ctx, const int32_t *ids, int32_t n,
 		if (ids[i] < 0 || ids[i] >= m->cfg.n_vocab)
 			return tern_error(ctx, TERN_E_INVALID, "text: token id %d out of range 0..%lld",
 					  (int)ids[i], (long long)m->cfg.n_vocab - 1);
+	float *tmp = malloc(sizeof(float) * (size_t)m->cfg.n_embd);
+	if (!tmp)
+		return tern_error(ctx, TERN_E_NOMEM, "text: out of memory");
 	for (int32_t i = 0; i < n; i++)
-		tern_tensor_row_to_float(m->w.tok_embd, ids[i], out + (size_t)i * (size_t)m->cfg.n_embd);
+		text_embed(m, ids[i], out + (size_t)i * (size_t)m->cfg.n_embd, tmp);
+	free(tmp);
 	return TERN_OK;
 }
 

@@ -22,6 +22,14 @@
 #define MAX_CTX (INT64_C(1) << 24)
 #define DEFAULT_BATCH 512
 /* Context scratch slots: 0 is tern_matmul's own; these are ours. */
+/* Head refinement (text_weights.output_res): the REFINE_FIRST rows of
+ * highest 4-bit logit first, then REFINE_MAX, then every row, until no
+ * other row can win: none has a 4-bit logit within REFINE_MARGIN times
+ * the largest correction seen of the best refined logit. */
+#define REFINE_FIRST 64
+#define REFINE_MAX 1024
+#define REFINE_MARGIN 3.0f
+
 #define SLOT_QACT 1
 #define SLOT_ATTN 2
 #define SLOT_RAW 3
@@ -323,6 +331,30 @@ static int load_layer(const loader *L, const text_config *c, int64_t i, text_lay
 	return TERN_OK;
 }
 
+/* The optional residual "<base>.residual" of matrix w (see text_weights):
+ * I4 with block scales, of w's shape, and only beside a quantized w. */
+static int find_residual(const loader *L, const char *base, const tern_tensor *w,
+			 const tern_tensor **out)
+{
+	char name[64];
+	snprintf(name, sizeof name, "%s.residual", base);
+	*out = NULL;
+	const tern_tensor *t = tern_file_find(L->file, name);
+	if (!t)
+		return TERN_OK;
+	int rc = find_tensor(L, name, w->shape[0], w->shape[1], &t);
+	if (rc)
+		return rc;
+	if (t->dtype != TERN_DTYPE_I4 || t->q.kind != TERN_SCALE_BLOCK || is_float_dtype(w->dtype))
+		return tern_error(L->ctx, TERN_E_FORMAT,
+				  "%s: tensor '%s' is %s and '%s.weight' %s; a residual must be i4 "
+				  "with block scales, beside a quantized matrix",
+				  L->arch, name, tern_dtype_name(t->dtype), base,
+				  tern_dtype_name(w->dtype));
+	*out = t;
+	return TERN_OK;
+}
+
 static int load_weights(const loader *L, const text_config *c, text_weights *w)
 {
 	int rc;
@@ -353,6 +385,11 @@ static int load_weights(const loader *L, const text_config *c, text_weights *w)
 	w->output = emb;
 	if (tern_file_find(L->file, "output.weight") &&
 	    (rc = find_matrix(L, "output.weight", V, c->n_embd, &w->output)))
+		return rc;
+	if ((rc = find_residual(L, "token_embd", emb, &w->tok_embd_res)))
+		return rc;
+	w->output_res = w->tok_embd_res;
+	if (w->output != emb && (rc = find_residual(L, "output", w->output, &w->output_res)))
 		return rc;
 	for (int64_t i = 0; i < c->n_layers; i++)
 		if ((rc = load_layer(L, c, i, &w->layers[i])))
@@ -418,6 +455,9 @@ void text_state_free(text_state *s)
 	tern_free(s->att);
 	tern_free(s->hb);
 	tern_free(s->hb2);
+	tern_tensor_free(s->res_rows);
+	free(s->res_idx);
+	free(s->res_out);
 	free(s);
 }
 
@@ -478,6 +518,18 @@ int text_state_new(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t n_
 	s->att = alloc_floats(n_batch, QW, &rc);
 	s->hb = alloc_floats(n_batch, c->n_ff, &rc);
 	s->hb2 = alloc_floats(n_batch, c->n_ff, &rc);
+	if (m->w.output_res && rc == TERN_OK) {
+		const int64_t V = c->n_vocab;
+		s->res_cap = V < REFINE_MAX ? V : REFINE_MAX;
+		s->refine_first = V < REFINE_FIRST ? V : REFINE_FIRST;
+		const int64_t shape[2] = { s->res_cap, c->n_embd };
+		rc = tern_tensor_new(ctx, TERN_DTYPE_I4, &m->w.output_res->q, 2, shape, &s->res_rows);
+		s->res_idx = malloc(sizeof(int32_t) * (size_t)s->res_cap);
+		/* V floats: the fallback refines every row at once. */
+		s->res_out = malloc(sizeof(float) * (size_t)V);
+		if (rc == TERN_OK && (!s->res_idx || !s->res_out))
+			rc = TERN_E_NOMEM;
+	}
 	if (rc) {
 		text_state_free(s);
 		return tern_error(ctx, rc, "text: cannot allocate the state for %lld positions",
@@ -900,7 +952,7 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		return TERN_E_NOMEM;
 
 	for (int64_t t = 0; t < n; t++)
-		tern_tensor_row_to_float(m->w.tok_embd, tok[t], s->x + t * E);
+		text_embed(m, tok[t], s->x + t * E, s->xb + t * E);
 
 	int rc = TERN_OK;
 	for (int64_t l = 0; l < c->n_layers && rc == TERN_OK; l++) {
@@ -983,6 +1035,108 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 	return rc;
 }
 
+void text_embed(const text_model *m, int64_t id, float *dst, float *tmp)
+{
+	const int64_t E = m->cfg.n_embd;
+	tern_tensor_row_to_float(m->w.tok_embd, id, dst);
+	if (!m->w.tok_embd_res)
+		return;
+	tern_tensor_row_to_float(m->w.tok_embd_res, id, tmp);
+	for (int64_t j = 0; j < E; j++)
+		dst[j] += tmp[j];
+}
+
+/* Is row a ranked below row b (smaller value; on ties, the larger id)? */
+static bool ranks_below(const float *v, int32_t a, int32_t b)
+{
+	return v[a] < v[b] || (v[a] == v[b] && a > b);
+}
+
+static void sift_down(const float *v, int32_t *h, int64_t k, int64_t i)
+{
+	for (;;) {
+		int64_t c = 2 * i + 1;
+		if (c >= k)
+			return;
+		if (c + 1 < k && ranks_below(v, h[c + 1], h[c]))
+			c++;
+		if (!ranks_below(v, h[c], h[i]))
+			return;
+		int32_t t = h[c];
+		h[c] = h[i];
+		h[i] = t;
+		i = c;
+	}
+}
+
+/* The ids of the k highest of v[n] (1 <= k <= n, ties to the lower id)
+ * into idx, in no particular order; returns the lowest of those k values.
+ * A min-heap: one comparison for most of the n. */
+static float top_k(const float *v, int64_t n, int64_t k, int32_t *idx)
+{
+	for (int64_t i = 0; i < k; i++)
+		idx[i] = (int32_t)i;
+	for (int64_t i = k / 2; i-- > 0;)
+		sift_down(v, idx, k, i);
+	for (int64_t i = k; i < n; i++)
+		if (ranks_below(v, idx[0], (int32_t)i)) {
+			idx[0] = (int32_t)i;
+			sift_down(v, idx, k, 0);
+		}
+	return v[idx[0]];
+}
+
+/* Add the head residual to one row of 4-bit logits, for the candidates
+ * that can matter (REFINE_* above): their rows are gathered into
+ * s->res_rows and multiplied by x, the same activations the 4-bit head
+ * took, so a refined logit is what the summed matrix gives. */
+static int refine_logits(tern_ctx *ctx, const text_model *m, text_state *s, const float *x,
+			 float *logits)
+{
+	const tern_tensor *R = m->w.output_res;
+	const int64_t V = m->cfg.n_vocab, E = m->cfg.n_embd;
+	const size_t rb = tern_row_bytes(R->dtype, E);
+	size_t n_sc = 0;
+	if (tern_scale_count(R->dtype, &R->q, 1, E, &n_sc))
+		return tern_error(ctx, TERN_E_INTERNAL, "text: head residual scales");
+	const size_t sb = n_sc * (R->q.scale_type == TERN_DTYPE_F16 ? 2 : 4);
+	const uint8_t *codes = R->data, *scales = tern_tensor_scales(R);
+	int rc;
+	for (int64_t k = s->refine_first > 0 ? s->refine_first : 1;;
+	     k = k < s->res_cap ? s->res_cap : V + 1) {
+		if (k > s->res_cap) {
+			/* Too close to call: refine every row. */
+			if ((rc = tern_matmul(ctx, R, x, 1, E, s->res_out, V)))
+				return rc;
+			for (int64_t i = 0; i < V; i++)
+				logits[i] += s->res_out[i];
+			return TERN_OK;
+		}
+		const float kth = top_k(logits, V, k, s->res_idx);
+		tern_tensor g = *s->res_rows;
+		g.shape[0] = k;
+		g.nbytes = (size_t)k * (rb + sb);
+		uint8_t *gc = g.data, *gs = gc + (size_t)k * rb;
+		for (int64_t j = 0; j < k; j++) {
+			const size_t r = (size_t)s->res_idx[j];
+			memcpy(gc + (size_t)j * rb, codes + r * rb, rb);
+			memcpy(gs + (size_t)j * sb, scales + r * sb, sb);
+		}
+		if ((rc = tern_matmul(ctx, &g, x, 1, E, s->res_out, k)))
+			return rc;
+		float most = 0.0f, best = -INFINITY;
+		for (int64_t j = 0; j < k; j++) {
+			most = fmaxf(most, fabsf(s->res_out[j]));
+			best = fmaxf(best, logits[s->res_idx[j]] + s->res_out[j]);
+		}
+		if (k == V || kth + REFINE_MARGIN * most <= best) {
+			for (int64_t j = 0; j < k; j++)
+				logits[s->res_idx[j]] += s->res_out[j];
+			return TERN_OK;
+		}
+	}
+}
+
 int text_forward(tern_ctx *ctx, const text_model *m, text_state *s, const int32_t *tokens,
 		 int64_t n, float *logits, bool all_logits)
 {
@@ -1029,6 +1183,9 @@ int text_forward(tern_ctx *ctx, const text_model *m, text_state *s, const int32_
 		else if ((rc = tern_matmul(ctx, m->w.output, s->xb + first * E, nc - first, E, dst,
 					   V)))
 			return rc;
+		for (int64_t t = first; t < nc && m->w.output_res; t++)
+			if ((rc = refine_logits(ctx, m, s, s->xb + t * E, dst + (t - first) * V)))
+				return rc;
 	}
 	return TERN_OK;
 }

@@ -88,6 +88,12 @@ typedef struct text_weights {
 	const tern_tensor *tok_embd;   /* [n_vocab][n_embd], F32/F16/BF16 */
 	const float *output_norm;      /* [n_embd] */
 	const tern_tensor *output;     /* [n_vocab][n_embd]; tok_embd when tied */
+	/* Optional 4-bit residuals ("<base>.residual", I4 with block scales,
+	 * tern convert --head i4r): the weight is the sum of the two. The
+	 * embedding adds its row; the head refines its best candidates
+	 * (text_forward). output_res is tok_embd_res when tied. */
+	const tern_tensor *tok_embd_res;
+	const tern_tensor *output_res;
 	text_layer *layers;            /* [n_layers], owned by the model */
 } text_weights;
 
@@ -122,6 +128,16 @@ typedef struct text_state {
 	float *att;         /* [n_batch][n_heads * head_dim] attention output */
 	float *hb;          /* [n_batch][n_ff] gate, then the gated product */
 	float *hb2;         /* [n_batch][n_ff] up */
+	/* Head refinement, when the model has output_res: refine_first
+	 * candidates first, then res_cap, then every row (text_forward);
+	 * the gathered residual rows of up to res_cap candidates (an I4
+	 * buffer laid out as a [res_cap][n_embd] tensor), their ids and
+	 * corrections. Tests may lower refine_first and res_cap. */
+	tern_tensor *res_rows;
+	int64_t refine_first;
+	int64_t res_cap;
+	int32_t *res_idx;   /* [res_cap] */
+	float *res_out;     /* [max(res_cap, n_vocab)] */
 	text_trace_fn trace;
 	void *trace_user;
 } text_state;
@@ -151,6 +167,10 @@ int text_state_new(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t n_
 void text_state_free(text_state *s);
 /* Forget the sequence (the cache is overwritten as new tokens arrive). */
 void text_state_reset(text_state *s);
+
+/* Row `id` (checked by the caller) of the token embedding into dst[n_embd],
+ * its residual added when the model has one (tmp: n_embd floats). */
+void text_embed(const text_model *m, int64_t id, float *dst, float *tmp);
 
 /* Run n tokens at positions s->pos .. s->pos + n - 1 and advance s->pos.
  * Longer inputs are processed n_batch tokens at a time, each chunk's
