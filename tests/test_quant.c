@@ -401,6 +401,73 @@ Test(quant, i4_blocks_pick_the_least_error_candidate_never_worse_than_absmax)
 	cr_assert(wins * 2 > blocks, "%d of %d blocks", wins, blocks);
 }
 
+/* The residual row: computed independently from the plain row's codes
+ * and scales (unpacked here), it must be what tern_quantize_row_i4 makes
+ * of x - hi, and hi + res must hold every weight to 0.2 max|x - hi| of
+ * its block (+ f16 rounding of the scale): the bound of the 4-bit
+ * quantizer itself, applied to the residual. */
+Test(quant, i4_residual_is_the_quantized_rounding_error_of_the_plain_row)
+{
+	tu_rng r = tu_rng_new(43);
+	static const int64_t ns[] = { 1, 127, 128, 129, 300, 2560 };
+	for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+		for (int f16 = 0; f16 < 2; f16++) {
+			const tern_dtype st = f16 ? TERN_DTYPE_F16 : TERN_DTYPE_F32;
+			int64_t n = ns[ni], nb = (n + 127) / 128;
+			float *x = malloc(sizeof(float) * (size_t)n);
+			float *want_r = malloc(sizeof(float) * (size_t)n);
+			float *work = malloc(sizeof(float) * (size_t)n);
+			uint8_t *hi = malloc((size_t)(nb * 64)), *res = malloc((size_t)(nb * 64));
+			uint8_t *want = malloc((size_t)(nb * 64));
+			uint8_t hs[4 * 32], rs[4 * 32], ws[4 * 32];
+			for (int64_t j = 0; j < n; j++)
+				x[j] = tu_normal(&r) * 0.05f;
+			cr_assert_eq(tern_quantize_row_i4(x, n, st, hi, hs), TERN_OK);
+			cr_assert_eq(tern_quantize_row_i4_residual(x, n, st, res, rs, work), TERN_OK);
+			for (int64_t j = 0; j < n; j++) {
+				uint8_t b = hi[(j / 128) * 64 + j % 64];
+				int q = ((j % 128) < 64 ? b & 15 : b >> 4) - 8;
+				want_r[j] = x[j] - (float)q * i4_scale_at(hs, f16, j / 128);
+			}
+			cr_assert_eq(tern_quantize_row_i4(want_r, n, st, want, ws), TERN_OK);
+			cr_assert_arr_eq(res, want, (size_t)(nb * 64), "n=%lld codes", (long long)n);
+			cr_assert_arr_eq(rs, ws, (size_t)(nb * (f16 ? 2 : 4)), "n=%lld scales",
+					 (long long)n);
+			double e_hi = 0, e_sum = 0; /* sums of squares */
+			for (int64_t b = 0; b < nb; b++) {
+				int64_t len = n - b * 128 < 128 ? n - b * 128 : 128;
+				float rmax = 0;
+				for (int64_t j = 0; j < len; j++)
+					rmax = fmaxf(rmax, fabsf(want_r[b * 128 + j]));
+				for (int64_t j = 0; j < len; j++) {
+					const int64_t k = b * 128 + j;
+					uint8_t c = res[b * 64 + j % 64];
+					int q = (j < 64 ? c & 15 : c >> 4) - 8;
+					float got = (float)q * i4_scale_at(rs, f16, b);
+					cr_assert_leq(fabsf(want_r[k] - got), 0.201f * rmax + 1e-12f,
+						      "n=%lld weight %lld", (long long)n, (long long)k);
+					e_hi += (double)want_r[k] * want_r[k];
+					e_sum += ((double)want_r[k] - got) * ((double)want_r[k] - got);
+				}
+			}
+			/* In RMS the residual leaves well under a fifth of the
+			 * plain row's error (about 1/14 on Gaussian data). */
+			cr_assert_leq(sqrt(e_sum), sqrt(e_hi) / 5, "n=%lld: rms %g left of %g",
+				      (long long)n, sqrt(e_sum / n), sqrt(e_hi / n));
+			free(x);
+			free(want_r);
+			free(work);
+			free(hi);
+			free(res);
+			free(want);
+		}
+	float x[3] = { 1, 2, 3 }, w[3];
+	uint8_t c[64], sc[4];
+	cr_assert_eq(tern_quantize_row_i4_residual(x, 3, TERN_DTYPE_F32, c, sc, NULL), TERN_E_INVALID);
+	x[1] = NAN;
+	cr_assert_eq(tern_quantize_row_i4_residual(x, 3, TERN_DTYPE_F32, c, sc, w), TERN_E_INVALID);
+}
+
 Test(quant, i4_zero_blocks_bad_input_and_the_tensor_form)
 {
 	float x[200] = { 0 };
