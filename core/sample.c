@@ -279,6 +279,8 @@ int tern_sampler_sample(tern_sampler *s, tern_ctx *ctx, const float *logits, int
 	*out = -1;
 	memcpy(w, logits, (size_t)s->n_vocab * sizeof *w);
 	apply_penalty(s, w);
+	/* Greedy needs only the argmax: no candidate list. */
+	const bool greedy = !(p->temperature > 0);
 	for (int32_t i = 0; i < s->n_vocab; i++) {
 		if (isnan(w[i]))
 			return tern_error(ctx, TERN_E_INVALID, "sampler: logit %d is NaN", (int)i);
@@ -288,8 +290,10 @@ int tern_sampler_sample(tern_sampler *s, tern_ctx *ctx, const float *logits, int
 			max_logit = w[i];
 			best = i;
 		}
-		c[n].logit = w[i];
-		c[n].id = i;
+		if (!greedy) {
+			c[n].logit = w[i];
+			c[n].id = i;
+		}
 		n++;
 	}
 	if (n == 0)
