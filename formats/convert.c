@@ -10,6 +10,7 @@
  * produced by a fill callback at tern_writer_finish, so memory stays at
  * one tensor whatever the model's size.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,51 +140,26 @@ static int fill_i8(void *user, const tern_tensor *desc, void *dst)
 }
 
 /* 4-bit: codes rows, then one f16 scale per 128 weights of each row
- * (tern_quantize_row_i4). */
-static int fill_i4(void *user, const tern_tensor *desc, void *dst)
+ * (tern_quantize_row_i4), or, with `residual`, the same layout holding
+ * each row's 4-bit residual (tern_quantize_row_i4_residual). */
+static int i4_rows(job *j, void *dst, bool residual)
 {
-	job *j = user;
 	const tern_tensor *s = j->src;
 	const tern_type_traits *from = tern_type_traits_of(s->dtype);
 	int64_t rows = tern_tensor_rows(s), cols = tern_tensor_cols(s);
-	(void)desc; /* planned from s: I4, block(128) f16 scales */
 	size_t sb = tern_row_bytes(s->dtype, cols), db = tern_row_bytes(TERN_DTYPE_I4, cols);
 	size_t ssz = db / 64 * 2;
-	float *row = j->conv->row;
+	float *row = j->conv->row, *work = residual ? malloc(sizeof(float) * (size_t)cols) : NULL;
 	uint8_t *scales = (uint8_t *)dst + (size_t)rows * db;
-	for (int64_t r = 0; r < rows; r++) {
-		from->row_to_float((const uint8_t *)s->data + (size_t)r * sb, row, cols);
-		if (tern_quantize_row_i4(row, cols, TERN_DTYPE_F16, (uint8_t *)dst + (size_t)r * db,
-					 scales + (size_t)r * ssz) != TERN_OK)
-			return tern_error(j->conv->ctx, TERN_E_INVALID,
-					  "tensor '%s' row %lld: a non-finite value or one too large "
-					  "for 4-bit codes with f16 scales",
-					  s->name, (long long)r);
-	}
-	return TERN_OK;
-}
-
-/* The 4-bit residual of an I4 head (tern_quantize_row_i4_residual), laid
- * out as fill_i4's output. */
-static int fill_i4_residual(void *user, const tern_tensor *desc, void *dst)
-{
-	job *j = user;
-	const tern_tensor *s = j->src;
-	const tern_type_traits *from = tern_type_traits_of(s->dtype);
-	int64_t rows = tern_tensor_rows(s), cols = tern_tensor_cols(s);
-	(void)desc; /* planned from s: I4, block(128) f16 scales */
-	size_t sb = tern_row_bytes(s->dtype, cols), db = tern_row_bytes(TERN_DTYPE_I4, cols);
-	size_t ssz = db / 64 * 2;
-	float *row = j->conv->row, *work = malloc(sizeof(float) * (size_t)cols);
-	uint8_t *scales = (uint8_t *)dst + (size_t)rows * db;
-	if (!work)
+	if (residual && !work)
 		return tern_error(j->conv->ctx, TERN_E_NOMEM, "out of memory");
 	int rc = TERN_OK;
 	for (int64_t r = 0; r < rows && rc == TERN_OK; r++) {
+		uint8_t *codes = (uint8_t *)dst + (size_t)r * db, *sc = scales + (size_t)r * ssz;
 		from->row_to_float((const uint8_t *)s->data + (size_t)r * sb, row, cols);
-		if (tern_quantize_row_i4_residual(row, cols, TERN_DTYPE_F16,
-						  (uint8_t *)dst + (size_t)r * db,
-						  scales + (size_t)r * ssz, work) != TERN_OK)
+		if ((residual ? tern_quantize_row_i4_residual(row, cols, TERN_DTYPE_F16, codes, sc,
+							      work)
+			      : tern_quantize_row_i4(row, cols, TERN_DTYPE_F16, codes, sc)) != TERN_OK)
 			rc = tern_error(j->conv->ctx, TERN_E_INVALID,
 					"tensor '%s' row %lld: a non-finite value or one too large "
 					"for 4-bit codes with f16 scales",
@@ -191,6 +167,18 @@ static int fill_i4_residual(void *user, const tern_tensor *desc, void *dst)
 	}
 	free(work);
 	return rc;
+}
+
+static int fill_i4(void *user, const tern_tensor *desc, void *dst)
+{
+	(void)desc; /* planned from the source: I4, block(128) f16 scales */
+	return i4_rows(user, dst, false);
+}
+
+static int fill_i4_residual(void *user, const tern_tensor *desc, void *dst)
+{
+	(void)desc;
+	return i4_rows(user, dst, true);
 }
 
 /* ---- planning ---------------------------------------------------------- */

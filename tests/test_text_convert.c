@@ -940,6 +940,17 @@ static void hf_logits(const char *path, const int32_t *tok, int n, float *out)
 	tern_file_close(f);
 }
 
+/* max |ours - ref| / max |ref| over n logits. */
+static double rel_diff(const float *ours, const double *ref, int n)
+{
+	double diff = 0, scale = 0;
+	for (int i = 0; i < n; i++) {
+		diff = fmax(diff, fabs(ours[i] - ref[i]));
+		scale = fmax(scale, fabs(ref[i]));
+	}
+	return diff / scale;
+}
+
 static void check_hf(hf_flavor flavor)
 {
 	hf_model *m = calloc(1, sizeof *m);
@@ -1078,13 +1089,9 @@ static void check_hf(hf_flavor flavor)
 	tern_file_close(fi);
 	hf_logits(tmp("hf-i4.tern"), tok, H_N, ours8);
 	h_forward(m8, tok, ref8);
-	double diff4 = 0, scale4 = 0;
-	for (int i = 0; i < H_N * H_V; i++) {
-		diff4 = fmax(diff4, fabs(ours8[i] - ref8[i]));
-		scale4 = fmax(scale4, fabs(ref8[i]));
-	}
-	cr_log_info("hf flavour %d, i4 head: max|diff|/max|ref| %.3g", (int)flavor, diff4 / scale4);
-	cr_assert_leq(diff4 / scale4, 0.02, "i4 head: max|diff|/max|ref| = %.3g", diff4 / scale4);
+	const double rel4 = rel_diff(ours8, ref8, H_N * H_V);
+	cr_log_info("hf flavour %d, i4 head: max|diff|/max|ref| %.3g", (int)flavor, rel4);
+	cr_assert_leq(rel4, 0.02, "i4 head: max|diff|/max|ref| = %.3g", rel4);
 
 	/* The default: 4-bit codes plus the 4-bit residual r = w - hi of each
 	 * weight, "<base>.residual" beside "<base>.weight". The residual's
@@ -1137,13 +1144,9 @@ static void check_hf(hf_flavor flavor)
 	cr_assert_leq(err_sum, err4 / 5, "the residual leaves %.3g of %.3g", err_sum, err4);
 	hf_logits(tmp("hf-def.tern"), tok, H_N, ours8);
 	h_forward(m8, tok, ref8);
-	double diffr = 0, scaler = 0;
-	for (int i = 0; i < H_N * H_V; i++) {
-		diffr = fmax(diffr, fabs(ours8[i] - ref8[i]));
-		scaler = fmax(scaler, fabs(ref8[i]));
-	}
-	cr_log_info("hf flavour %d, i4r head: max|diff|/max|ref| %.3g", (int)flavor, diffr / scaler);
-	cr_assert_leq(diffr / scaler, 0.02, "i4r head: max|diff|/max|ref| = %.3g", diffr / scaler);
+	const double relr = rel_diff(ours8, ref8, H_N * H_V);
+	cr_log_info("hf flavour %d, i4r head: max|diff|/max|ref| %.3g", (int)flavor, relr);
+	cr_assert_leq(relr, 0.02, "i4r head: max|diff|/max|ref| = %.3g", relr);
 	free(m8);
 	text_state_free(s);
 	text_model_free(model);
