@@ -179,8 +179,8 @@ static tern_qparams float_qparams(tern_dtype to)
  * (q = round-half-even(x / (max|x| / 127)), scales after the codes), or
  * I4 (tern_quantize_row_i4, f16 block scales after the codes); with
  * `residual` (to I4 only), the 4-bit residual of each row instead
- * (tern_quantize_row_i4_residual). Fails with TERN_E_NOMEM, or TERN_E_INVALID for a row
- * I4 cannot code. */
+ * (tern_quantize_row_i4_residual). Fails with TERN_E_NOMEM, or
+ * TERN_E_INVALID for a row I4 cannot code. */
 static int float_rows_to(const tern_tensor *src, tern_dtype to, bool residual, void *dst)
 {
 	int rc = TERN_OK;

@@ -21,7 +21,6 @@
 #define MAX_LAYERS 4096
 #define MAX_CTX (INT64_C(1) << 24)
 #define DEFAULT_BATCH 512
-/* Context scratch slots: 0 is tern_matmul's own; these are ours. */
 /* Head refinement (text_weights.output_res): the REFINE_FIRST rows of
  * highest 4-bit logit first, then REFINE_MAX, then every row, until no
  * other row can win: none has a 4-bit logit within REFINE_MARGIN times
@@ -30,6 +29,7 @@
 #define REFINE_MAX 1024
 #define REFINE_MARGIN 3.0f
 
+/* Context scratch slots: 0 is tern_matmul's own; these are ours. */
 #define SLOT_QACT 1
 #define SLOT_ATTN 2
 #define SLOT_RAW 3
