@@ -10,7 +10,7 @@
  * checkpoint: ternary matrices with one f32 scale each (t3 where the
  * AVX-512 kernels run, t2 elsewhere, as tern convert picks) and a 4-bit
  * embedding/head with its 4-bit residual (--head i4r), every row distinct.
- * Not installed; the output is large (0.75 GB; 1.18 GB with --head f16,
+ * Not installed; the output is large (0.76 GB; 1.18 GB with --head f16,
  * bitnet.cpp's layout) and belongs under /tmp, not in the repository.
  *
  * usage: make_random_bitnet OUT.tern [--type t2|t3] [--head i4r|i8|i4|f16|bf16|f32]
@@ -108,10 +108,10 @@ static int fill(void *user, const tern_tensor *desc, void *dst)
 			      ((const uint8_t *)tern_tensor_scales(&t) - (uint8_t *)dst);
 		/* 1/sqrt(cols) keeps each output near unit size; the int8 and
 		 * 4-bit heads get embedding-sized values (|w| up to ~0.05). */
+		/* A residual is a 4-bit head's rounding error: its step is
+		 * about 1/14 of the head's. */
+		const bool res = strcmp(desc->name, "token_embd.residual") == 0;
 		for (size_t i = 0; i < n; i++) {
-			/* A residual is a 4-bit head's rounding error: its
-			 * step is about 1/14 of the head's. */
-			const bool res = strcmp(desc->name, "token_embd.residual") == 0;
 			float v = desc->dtype == TERN_DTYPE_I8   ? 0.0004f
 				  : res				 ? 0.0005f
 				  : desc->dtype == TERN_DTYPE_I4 ? 0.007f

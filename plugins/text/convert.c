@@ -225,6 +225,17 @@ static const char *residual_name(const char *name)
 	return NULL;
 }
 
+/* The inverse: "token_embd.residual" -> "token_embd.weight"; NULL for a
+ * name that is not a residual. */
+static const char *head_of_residual(const char *name)
+{
+	if (strcmp(name, "token_embd.residual") == 0)
+		return "token_embd.weight";
+	if (strcmp(name, "output.residual") == 0)
+		return "output.weight";
+	return NULL;
+}
+
 /* Convert float rows of src into a new tensor of dtype `to` and add it to
  * w under `name`; with `residual` (to I4), its 4-bit residual too, under
  * residual_name(name). */
@@ -623,12 +634,10 @@ static int hf_fill(void *user, const tern_tensor *desc, void *dst)
 	bool ternary;
 	char base[256];
 	/* A residual comes from the same source tensor as its head. */
-	const bool residual = strcmp(desc->name, "token_embd.residual") == 0 ||
-			      strcmp(desc->name, "output.residual") == 0;
-	const char *name = !residual ? desc->name
-			   : desc->name[0] == 't' ? "token_embd.weight"
-						  : "output.weight";
-	const tern_tensor *t = hf_source(src, name, &ternary, base, sizeof base);
+	const char *head = head_of_residual(desc->name);
+	const bool residual = head != NULL;
+	const tern_tensor *t = hf_source(src, residual ? head : desc->name, &ternary, base,
+					 sizeof base);
 	if (!t)
 		return TERN_E_INTERNAL;
 	const int64_t rows = tern_tensor_rows(desc), cols = tern_tensor_cols(desc);
