@@ -214,26 +214,31 @@ static int float_rows_to(const tern_tensor *src, tern_dtype to, bool residual, v
 	return rc;
 }
 
-/* "token_embd.weight" -> "token_embd.residual" (static names: the writer
- * copies them, but hf_fill matches them back). NULL for other names. */
-static const char *residual_name(const char *name)
+/* The head matrices that can have a residual, and the residual's name. */
+static const char *const residual_pairs[2][2] = {
+	{ "token_embd.weight", "token_embd.residual" },
+	{ "output.weight", "output.residual" },
+};
+
+/* The name paired with `name` in residual_pairs, looked up in column
+ * `from` (0: a head, giving its residual; 1: a residual, giving its head);
+ * NULL if there is none. Static strings. */
+static const char *residual_pair(const char *name, int from)
 {
-	if (strcmp(name, "token_embd.weight") == 0)
-		return "token_embd.residual";
-	if (strcmp(name, "output.weight") == 0)
-		return "output.residual";
+	for (int i = 0; i < 2; i++)
+		if (strcmp(name, residual_pairs[i][from]) == 0)
+			return residual_pairs[i][1 - from];
 	return NULL;
 }
 
-/* The inverse: "token_embd.residual" -> "token_embd.weight"; NULL for a
- * name that is not a residual. */
+static const char *residual_name(const char *name)
+{
+	return residual_pair(name, 0);
+}
+
 static const char *head_of_residual(const char *name)
 {
-	if (strcmp(name, "token_embd.residual") == 0)
-		return "token_embd.weight";
-	if (strcmp(name, "output.residual") == 0)
-		return "output.weight";
-	return NULL;
+	return residual_pair(name, 1);
 }
 
 /* Convert float rows of src into a new tensor of dtype `to` and add it to
