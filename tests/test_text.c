@@ -898,6 +898,16 @@ Test(text, i4_head_error_scales_with_its_step_on_tq2_0_model)
 
 /* ---- the 4-bit head with its residual (--head i4r) ------------------------ */
 
+/* tern_convert of llama.cpp's tiny F32 model to `out` with the given head
+ * type and residual option; its status. */
+static int convert_tiny(const char *out, tern_dtype head, bool residual)
+{
+	tern_convert_opts o = tern_convert_default_opts();
+	o.head_type = head;
+	o.head_residual = residual;
+	return tern_convert(ctx, NULL, shared("llama.cpp/tiny-f32.gguf"), out, &o, NULL, NULL, NULL);
+}
+
 /* The tensors of the .tern at `src`, with "token_embd.residual" replaced
  * by `bad` (or added), written to `dst`; then the model must not load,
  * naming the residual. */
@@ -935,19 +945,11 @@ Test(text, a_residual_of_the_wrong_kind_or_shape_is_refused)
 	char p4[256], bad[256];
 	snprintf(p4, sizeof p4, "/tmp/test_text_res.%ld.i4r.tern", (long)getpid());
 	snprintf(bad, sizeof bad, "/tmp/test_text_res.%ld.bad.tern", (long)getpid());
-	tern_convert_opts o = tern_convert_default_opts();
 	/* A residual belongs to a 4-bit head only. */
-	o.head_type = TERN_DTYPE_I8;
-	o.head_residual = true;
-	cr_assert_eq(tern_convert(ctx, NULL, shared("llama.cpp/tiny-f32.gguf"), p4, &o, NULL, NULL,
-				  NULL),
-		     TERN_E_INVALID);
+	cr_assert_eq(convert_tiny(p4, TERN_DTYPE_I8, true), TERN_E_INVALID);
 	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "needs head type i4"), "%s",
 			   tern_ctx_errmsg(ctx));
-	o.head_type = TERN_DTYPE_I4;
-	cr_assert_eq(tern_convert(ctx, NULL, shared("llama.cpp/tiny-f32.gguf"), p4, &o, NULL, NULL,
-				  NULL),
-		     TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(convert_tiny(p4, TERN_DTYPE_I4, true), TERN_OK, "%s", tern_ctx_errmsg(ctx));
 	tern_file *f;
 	cr_assert_eq(tern_file_open(ctx, p4, &f), TERN_OK);
 	const tern_tensor *e = tern_file_find(f, "token_embd.weight");
@@ -1055,15 +1057,8 @@ Test(text, i4r_head_refines_the_candidates_that_can_win)
 	char p4[256], pr[256];
 	snprintf(p4, sizeof p4, "/tmp/test_text_i4r.%ld.i4.tern", (long)getpid());
 	snprintf(pr, sizeof pr, "/tmp/test_text_i4r.%ld.i4r.tern", (long)getpid());
-	tern_convert_opts o = tern_convert_default_opts();
-	o.head_type = TERN_DTYPE_I4;
-	cr_assert_eq(tern_convert(ctx, NULL, shared("llama.cpp/tiny-f32.gguf"), p4, &o, NULL, NULL,
-				  NULL),
-		     TERN_OK, "%s", tern_ctx_errmsg(ctx));
-	o.head_residual = true;
-	cr_assert_eq(tern_convert(ctx, NULL, shared("llama.cpp/tiny-f32.gguf"), pr, &o, NULL, NULL,
-				  NULL),
-		     TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(convert_tiny(p4, TERN_DTYPE_I4, false), TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(convert_tiny(pr, TERN_DTYPE_I4, true), TERN_OK, "%s", tern_ctx_errmsg(ctx));
 	/* The defaults (64, then all 512 rows: the vocabulary is below 1024)
 	 * refine only part of the vocabulary somewhere. */
 	cr_assert_lt(check_refined(pr, 64, N_VOCAB), N_TOK);
