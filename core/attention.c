@@ -8,17 +8,24 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/vecf.h"
 #include "tern/ops.h"
 
-/* y += a x over one head. Blocks of 16 with a scalar tail so gcc -O2
- * vectorizes it (see ops.c); restrict holds because out may not overlap v. */
-static void axpy(float *restrict y, float a, const float *restrict x, int64_t n)
+/* y += a x over one head in vecf.h's blocks, with a scalar tail; out
+ * may not overlap v. */
+static void axpy(float *y, float a, const float *x, int64_t n)
 {
+	const vf4 va = VF_SPLAT(a);
 	int64_t i = 0;
-	for (; i + 16 <= n; i += 16)
-#pragma GCC unroll 16
-		for (int j = 0; j < 16; j++)
-			y[i + j] += a * x[i + j];
+	for (; i + VF_LANES <= n; i += VF_LANES)
+#pragma GCC unroll 4
+		for (int p = 0; p < VF_PARTS; p++) {
+			vf4 u, v;
+			VF_LOAD(u, y + i + 4 * p);
+			VF_LOAD(v, x + i + 4 * p);
+			u += va * v;
+			VF_STORE(y + i + 4 * p, u);
+		}
 	for (; i < n; i++)
 		y[i] += a * x[i];
 }

@@ -8,18 +8,21 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/vecf.h"
 #include "tern/ops.h"
 
 /* Loops run in blocks of LANES with a scalar tail, and reductions keep
  * LANES independent accumulators: gcc -O2 (its "very cheap" vectorizer
  * model) only vectorizes loops that need no epilogue or alias check, and
- * no compiler may reorder a float reduction without -ffast-math. Element
- * blocks go through a local array so that y == x (in place) stays valid
- * while the compiler can load the whole block before storing it. The
+ * no compiler may reorder a float reduction without -ffast-math. The
  * pragma makes gcc unroll the block before vectorizing; clang honours it
- * too. */
+ * too. The hot loops of a language model's decode step (norms, the FFN
+ * activation, residual adds, attention's dot) are written with vecf.h's
+ * vectors instead, lane for lane the same arithmetic: each block loads
+ * whole vectors before it stores, so y == x (in place) stays valid. */
 #define LANES 16
 _Static_assert(LANES == 16, "the unroll pragmas and the dot fold assume 16 lanes");
+_Static_assert(LANES == VF_LANES, "the vf4 loops keep the LANES accumulators");
 
 static const float SQRT1_2F = 0.70710678118654752440f;
 static const float SQRT_2_OVER_PI_F = 0.79788456080286535588f;
@@ -27,12 +30,20 @@ static const float SQRT_2_OVER_PI_F = 0.79788456080286535588f;
 /* sum of x[i]^2 in double: llama.cpp keeps this sum in double too. */
 static double sum_sq(const float *x, int64_t n)
 {
-	double acc[LANES] = { 0 };
+	typedef double vd2 __attribute__((vector_size(16)));
+	typedef float vf2 __attribute__((vector_size(8)));
+	vd2 va[LANES / 2] = { 0 };
 	int64_t i = 0;
 	for (; i + LANES <= n; i += LANES)
-#pragma GCC unroll 16
-		for (int j = 0; j < LANES; j++)
-			acc[j] += (double)x[i + j] * (double)x[i + j];
+#pragma GCC unroll 8
+		for (int j = 0; j < LANES / 2; j++) {
+			vf2 v;
+			memcpy(&v, x + i + 2 * j, sizeof v);
+			vd2 d = __builtin_convertvector(v, vd2);
+			va[j] += d * d;
+		}
+	double acc[LANES];
+	memcpy(acc, va, sizeof acc);
 	double s = 0;
 	for (; i < n; i++)
 		s += (double)x[i] * (double)x[i];
@@ -88,13 +99,16 @@ void tern_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y
 	const float r = 1.0f / sqrtf(mean + eps);
 	int64_t i = 0;
 	if (w) {
-		for (; i + LANES <= n; i += LANES) {
-			float t[LANES];
-#pragma GCC unroll 16
-			for (int j = 0; j < LANES; j++)
-				t[j] = x[i + j] * r * w[i + j];
-			memcpy(y + i, t, sizeof t);
-		}
+		const vf4 vr = VF_SPLAT(r);
+		for (; i + LANES <= n; i += LANES)
+#pragma GCC unroll 4
+			for (int p = 0; p < VF_PARTS; p++) {
+				vf4 v, vw;
+				VF_LOAD(v, x + i + 4 * p);
+				VF_LOAD(vw, w + i + 4 * p);
+				v = v * vr * vw;
+				VF_STORE(y + i + 4 * p, v);
+			}
 		for (; i < n; i++)
 			y[i] = x[i] * r * w[i];
 	} else {
@@ -173,10 +187,13 @@ void tern_relu2(float *x, int64_t n)
 {
 	int64_t i = 0;
 	for (; i + LANES <= n; i += LANES)
-#pragma GCC unroll 16
-		for (int j = 0; j < LANES; j++) {
-			const float v = x[i + j] > 0.0f ? x[i + j] : 0.0f;
-			x[i + j] = v * v;
+#pragma GCC unroll 4
+		for (int p = 0; p < VF_PARTS; p++) {
+			vf4 v;
+			VF_LOAD(v, x + i + 4 * p);
+			v = VF_RELU(v);
+			v = v * v;
+			VF_STORE(x + i + 4 * p, v);
 		}
 	for (; i < n; i++) {
 		const float v = x[i] > 0.0f ? x[i] : 0.0f;
@@ -396,13 +413,15 @@ void tern_timestep_embedding(float t, int64_t dim, float max_period, float *out)
 void tern_vec_add(float *y, const float *x, int64_t n)
 {
 	int64_t i = 0;
-	for (; i + LANES <= n; i += LANES) {
-		float t[LANES];
-#pragma GCC unroll 16
-		for (int j = 0; j < LANES; j++)
-			t[j] = y[i + j] + x[i + j];
-		memcpy(y + i, t, sizeof t);
-	}
+	for (; i + LANES <= n; i += LANES)
+#pragma GCC unroll 4
+		for (int p = 0; p < VF_PARTS; p++) {
+			vf4 a, b;
+			VF_LOAD(a, y + i + 4 * p);
+			VF_LOAD(b, x + i + 4 * p);
+			a += b;
+			VF_STORE(y + i + 4 * p, a);
+		}
 	for (; i < n; i++)
 		y[i] += x[i];
 }
@@ -410,13 +429,15 @@ void tern_vec_add(float *y, const float *x, int64_t n)
 void tern_vec_mul(float *y, const float *x, int64_t n)
 {
 	int64_t i = 0;
-	for (; i + LANES <= n; i += LANES) {
-		float t[LANES];
-#pragma GCC unroll 16
-		for (int j = 0; j < LANES; j++)
-			t[j] = y[i + j] * x[i + j];
-		memcpy(y + i, t, sizeof t);
-	}
+	for (; i + LANES <= n; i += LANES)
+#pragma GCC unroll 4
+		for (int p = 0; p < VF_PARTS; p++) {
+			vf4 a, b;
+			VF_LOAD(a, y + i + 4 * p);
+			VF_LOAD(b, x + i + 4 * p);
+			a *= b;
+			VF_STORE(y + i + 4 * p, a);
+		}
 	for (; i < n; i++)
 		y[i] *= x[i];
 }
@@ -434,12 +455,18 @@ void tern_vec_scale(float *y, float s, int64_t n)
 
 float tern_vec_dot(const float *a, const float *b, int64_t n)
 {
-	float acc[LANES] = { 0 };
+	vf4 va[VF_PARTS] = { 0 };
 	int64_t i = 0;
 	for (; i + LANES <= n; i += LANES)
-#pragma GCC unroll 16
-		for (int j = 0; j < LANES; j++)
-			acc[j] += a[i + j] * b[i + j];
+#pragma GCC unroll 4
+		for (int p = 0; p < VF_PARTS; p++) {
+			vf4 u, v;
+			VF_LOAD(u, a + i + 4 * p);
+			VF_LOAD(v, b + i + 4 * p);
+			va[p] += u * v;
+		}
+	float acc[LANES];
+	memcpy(acc, va, sizeof acc);
 	float tail = 0.0f;
 	for (; i < n; i++)
 		tail += a[i] * b[i];
