@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/kernels.h"
+#include "tern/ops.h"
 
 #define KINLINE static inline __attribute__((always_inline))
 
@@ -722,6 +723,127 @@ static void quant_row_avx2(const float *x, int64_t n, int64_t kpad, int8_t *q, f
 	*sum = total;
 }
 
+/* Lane masks for maskload/maskstore: the first n of 8 lanes. */
+static inline __m256i avx2_lanes(int64_t n)
+{
+	return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+				  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline float avx2_hsum(__m256 x)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+#define VEC 8
+#define VT __m256
+#define MASKT __m256i
+#define TAILMASK(n) avx2_lanes(n)
+#define ZERO() _mm256_setzero_ps()
+#define LOAD(p) _mm256_loadu_ps(p)
+#define MLOAD(m, p) _mm256_maskload_ps((p), (m))
+#define STORE(p, x) _mm256_storeu_ps((p), (x))
+#define MSTORE(m, p, x) _mm256_maskstore_ps((p), (m), (x))
+#define FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define SET1(x) _mm256_set1_ps(x)
+#define HSUM(x) avx2_hsum(x)
+
+/* ---- attention ----------------------------------------------------------
+ * One query head (tern_attn_head_fn): the scores of KB keys at a time,
+ * each key with its own FMA accumulator over the head's VEC-wide slices
+ * (a masked slice for a tail), then tern_softmax, then the weighted sum
+ * of the values held in up to OB accumulators (OB * VEC floats of out)
+ * across all keys, so out is stored once per chunk. */
+#define ATT_KB 8
+#define ATT_OB 8
+
+static void attn_head_avx2(const float *q, const float *k, const float *v, int64_t kvs,
+			   int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	const int64_t full = hd / VEC * VEC;
+	const MASKT tm = TAILMASK(hd - full);
+	int64_t j = 0;
+	for (; j < nk; j += ATT_KB) {
+		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
+		VT acc[ATT_KB];
+#pragma GCC unroll 8
+		for (int r = 0; r < ATT_KB; r++)
+			acc[r] = ZERO();
+		const float *kj = k + j * kvs;
+		if (kb == ATT_KB) {
+			for (int64_t i = 0; i < full; i += VEC) {
+				const VT qv = LOAD(q + i);
+#pragma GCC unroll 8
+				for (int r = 0; r < ATT_KB; r++)
+					acc[r] = FMA(qv, LOAD(kj + r * kvs + i), acc[r]);
+			}
+			if (full < hd) {
+				const VT qv = MLOAD(tm, q + full);
+#pragma GCC unroll 8
+				for (int r = 0; r < ATT_KB; r++)
+					acc[r] = FMA(qv, MLOAD(tm, kj + r * kvs + full), acc[r]);
+			}
+		} else {
+			for (int64_t r = 0; r < kb; r++) {
+				for (int64_t i = 0; i < full; i += VEC)
+					acc[r] = FMA(LOAD(q + i), LOAD(kj + r * kvs + i), acc[r]);
+				if (full < hd)
+					acc[r] = FMA(MLOAD(tm, q + full), MLOAD(tm, kj + r * kvs + full),
+						     acc[r]);
+			}
+		}
+		for (int64_t r = 0; r < kb; r++)
+			s[j + r] = HSUM(acc[r]) * scale;
+	}
+	tern_softmax(s, nk);
+	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
+		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
+		const int64_t nv = (cw + VEC - 1) / VEC;
+		const MASKT cm = TAILMASK(cw - (nv - 1) * VEC);
+		VT o[ATT_OB];
+#pragma GCC unroll 8
+		for (int u = 0; u < ATT_OB; u++)
+			o[u] = ZERO();
+		if (nv == ATT_OB && cw == ATT_OB * VEC) {
+			for (int64_t jj = 0; jj < nk; jj++) {
+				const VT pj = SET1(s[jj]);
+				const float *vj = v + jj * kvs + c0;
+#pragma GCC unroll 8
+				for (int u = 0; u < ATT_OB; u++)
+					o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+			}
+		} else {
+			for (int64_t jj = 0; jj < nk; jj++) {
+				const VT pj = SET1(s[jj]);
+				const float *vj = v + jj * kvs + c0;
+				for (int64_t u = 0; u + 1 < nv; u++)
+					o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+				o[nv - 1] = FMA(pj, MLOAD(cm, vj + (nv - 1) * VEC), o[nv - 1]);
+			}
+		}
+		for (int64_t u = 0; u + 1 < nv; u++)
+			STORE(out + c0 + u * VEC, o[u]);
+		MSTORE(cm, out + c0 + (nv - 1) * VEC, o[nv - 1]);
+	}
+}
+#undef ATT_KB
+#undef ATT_OB
+#undef VEC
+#undef VT
+#undef MASKT
+#undef TAILMASK
+#undef ZERO
+#undef LOAD
+#undef MLOAD
+#undef STORE
+#undef MSTORE
+#undef FMA
+#undef SET1
+#undef HSUM
+
 static const tern_kernels avx2_table = {
 	.path = TERN_KERNEL_AVX2,
 	.t2_dot = t2_dot_avx2,
@@ -732,6 +854,7 @@ static const tern_kernels avx2_table = {
 	.f16_dot = f16_dot_avx2,
 	.bf16_dot = bf16_dot_avx2,
 	.quant_row = quant_row_avx2,
+	.attn_head = attn_head_avx2,
 };
 
 const tern_kernels *tern_kernels_avx2(void)

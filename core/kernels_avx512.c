@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/kernels.h"
+#include "tern/ops.h"
 
 #define KINLINE static inline __attribute__((always_inline))
 
@@ -1295,6 +1296,112 @@ static void quant_row_avx512(const float *x, int64_t n, int64_t kpad, int8_t *q,
 	*sum = _mm512_reduce_add_epi32(tot);
 }
 
+#define VEC 16
+#define VT __m512
+#define MASKT __mmask16
+#define TAILMASK(n) ((__mmask16)((1u << (n)) - 1u))
+#define ZERO() _mm512_setzero_ps()
+#define LOAD(p) _mm512_loadu_ps(p)
+#define MLOAD(m, p) _mm512_maskz_loadu_ps((m), (p))
+#define STORE(p, x) _mm512_storeu_ps((p), (x))
+#define MSTORE(m, p, x) _mm512_mask_storeu_ps((p), (m), (x))
+#define FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define SET1(x) _mm512_set1_ps(x)
+#define HSUM(x) _mm512_reduce_add_ps(x)
+
+/* ---- attention ----------------------------------------------------------
+ * One query head (tern_attn_head_fn): the scores of KB keys at a time,
+ * each key with its own FMA accumulator over the head's VEC-wide slices
+ * (a masked slice for a tail), then tern_softmax, then the weighted sum
+ * of the values held in up to OB accumulators (OB * VEC floats of out)
+ * across all keys, so out is stored once per chunk. */
+#define ATT_KB 8
+#define ATT_OB 8
+
+static void attn_head_avx512(const float *q, const float *k, const float *v, int64_t kvs,
+			     int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	const int64_t full = hd / VEC * VEC;
+	const MASKT tm = TAILMASK(hd - full);
+	int64_t j = 0;
+	for (; j < nk; j += ATT_KB) {
+		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
+		VT acc[ATT_KB];
+#pragma GCC unroll 8
+		for (int r = 0; r < ATT_KB; r++)
+			acc[r] = ZERO();
+		const float *kj = k + j * kvs;
+		if (kb == ATT_KB) {
+			for (int64_t i = 0; i < full; i += VEC) {
+				const VT qv = LOAD(q + i);
+#pragma GCC unroll 8
+				for (int r = 0; r < ATT_KB; r++)
+					acc[r] = FMA(qv, LOAD(kj + r * kvs + i), acc[r]);
+			}
+			if (full < hd) {
+				const VT qv = MLOAD(tm, q + full);
+#pragma GCC unroll 8
+				for (int r = 0; r < ATT_KB; r++)
+					acc[r] = FMA(qv, MLOAD(tm, kj + r * kvs + full), acc[r]);
+			}
+		} else {
+			for (int64_t r = 0; r < kb; r++) {
+				for (int64_t i = 0; i < full; i += VEC)
+					acc[r] = FMA(LOAD(q + i), LOAD(kj + r * kvs + i), acc[r]);
+				if (full < hd)
+					acc[r] = FMA(MLOAD(tm, q + full), MLOAD(tm, kj + r * kvs + full),
+						     acc[r]);
+			}
+		}
+		for (int64_t r = 0; r < kb; r++)
+			s[j + r] = HSUM(acc[r]) * scale;
+	}
+	tern_softmax(s, nk);
+	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
+		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
+		const int64_t nv = (cw + VEC - 1) / VEC;
+		const MASKT cm = TAILMASK(cw - (nv - 1) * VEC);
+		VT o[ATT_OB];
+#pragma GCC unroll 8
+		for (int u = 0; u < ATT_OB; u++)
+			o[u] = ZERO();
+		if (nv == ATT_OB && cw == ATT_OB * VEC) {
+			for (int64_t jj = 0; jj < nk; jj++) {
+				const VT pj = SET1(s[jj]);
+				const float *vj = v + jj * kvs + c0;
+#pragma GCC unroll 8
+				for (int u = 0; u < ATT_OB; u++)
+					o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+			}
+		} else {
+			for (int64_t jj = 0; jj < nk; jj++) {
+				const VT pj = SET1(s[jj]);
+				const float *vj = v + jj * kvs + c0;
+				for (int64_t u = 0; u + 1 < nv; u++)
+					o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+				o[nv - 1] = FMA(pj, MLOAD(cm, vj + (nv - 1) * VEC), o[nv - 1]);
+			}
+		}
+		for (int64_t u = 0; u + 1 < nv; u++)
+			STORE(out + c0 + u * VEC, o[u]);
+		MSTORE(cm, out + c0 + (nv - 1) * VEC, o[nv - 1]);
+	}
+}
+#undef ATT_KB
+#undef ATT_OB
+#undef VEC
+#undef VT
+#undef MASKT
+#undef TAILMASK
+#undef ZERO
+#undef LOAD
+#undef MLOAD
+#undef STORE
+#undef MSTORE
+#undef FMA
+#undef SET1
+#undef HSUM
+
 static const tern_kernels avx512_table = {
 	.path = TERN_KERNEL_AVX512,
 	.t2_dot = t2_dot_avx512,
@@ -1305,6 +1412,7 @@ static const tern_kernels avx512_table = {
 	.f16_dot = f16_dot_avx512,
 	.bf16_dot = bf16_dot_avx512,
 	.quant_row = quant_row_avx512,
+	.attn_head = attn_head_avx512,
 };
 
 /* The same with the VBMI decoder for T3 where the CPU has it. */
@@ -1318,6 +1426,7 @@ static const tern_kernels avx512_vbmi_table = {
 	.f16_dot = f16_dot_avx512,
 	.bf16_dot = bf16_dot_avx512,
 	.quant_row = quant_row_avx512,
+	.attn_head = attn_head_avx512,
 };
 
 const tern_kernels *tern_kernels_avx512(bool vbmi)

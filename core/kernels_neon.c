@@ -441,6 +441,7 @@ static const tern_kernels neon_kernels = {
 	.f16_dot = neon_f16_dot,
 	.bf16_dot = neon_bf16_dot,
 	.quant_row = tern_quant_row_scalar,
+	.attn_head = tern_attn_head_scalar,
 };
 
 const tern_kernels *tern_kernels_neon(void)

@@ -259,6 +259,7 @@ static const tern_kernels scalar_table = {
 	.f16_dot = f16_dot_scalar,
 	.bf16_dot = bf16_dot_scalar,
 	.quant_row = tern_quant_row_scalar,
+	.attn_head = tern_attn_head_scalar,
 };
 
 const tern_kernels *tern_kernels_scalar(void)

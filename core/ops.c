@@ -465,17 +465,8 @@ float tern_vec_dot(const float *a, const float *b, int64_t n)
 			VF_LOAD(v, b + i + 4 * p);
 			va[p] += u * v;
 		}
-	float acc[LANES];
-	memcpy(acc, va, sizeof acc);
 	float tail = 0.0f;
 	for (; i < n; i++)
 		tail += a[i] * b[i];
-	/* Pairwise fold, written out so it stays in registers. */
-#pragma GCC unroll 8
-	for (int j = 0; j < 8; j++)
-		acc[j] += acc[j + 8];
-#pragma GCC unroll 4
-	for (int j = 0; j < 4; j++)
-		acc[j] += acc[j + 4];
-	return ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
+	return vf_fold(va, tail);
 }

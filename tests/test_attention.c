@@ -289,3 +289,46 @@ Test(attention, per_kv_head_calls_equal_one_call)
 	}
 	cr_assert(memcmp(O, O2, n * nh * hd * sizeof(float)) == 0);
 }
+
+/* tern_attention_ctx on every kernel path this machine runs: the SIMD
+ * heads (FMA, VEC-wide slices, masked tails, blocks of 8 keys, out in
+ * chunks of 8 vectors) against the same double reference, on head sizes
+ * around every slice and chunk edge and key counts around the block. */
+Test(attention, every_kernel_path_matches_naive_reference)
+{
+	static const char *paths[] = { "scalar", "avx2", "avx512", "neon" };
+	static const int64_t hds[] = { 1, 7, 8, 9, 16, 17, 33, 64, 100, 128, 129, 200, 257 };
+	int ran = 0;
+	for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+		tern_ctx_params cp = tern_ctx_default_params();
+		cp.n_threads = 1;
+		cp.kernel = paths[pi];
+		tern_ctx *ctx = NULL;
+		if (tern_ctx_new(&cp, &ctx) != TERN_OK)
+			continue; /* not built here, or the CPU lacks it */
+		ran++;
+		for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+			const int64_t hd = hds[hi];
+			for (int64_t n_kv = 1; n_kv <= 19; n_kv += 3) {
+				if (n_kv * 2 * hd > 8192)
+					continue;
+				tu_rng r = tu_rng_new((uint64_t)(hd * 100 + n_kv));
+				/* Causal prefill over n_kv queries, 4 heads on 2 kv heads. */
+				const int64_t nq = n_kv < 4 ? n_kv : 4, nh = 4, nkv = 2;
+				if (nq * nh * hd > 8192 || n_kv * nkv * hd > 8192)
+					continue;
+				tern_attn_params p = params(nq, n_kv, nh, nkv, hd, n_kv - nq, true);
+				fill(&r, Q, nq * nh * hd, 1.0f);
+				fill(&r, K, n_kv * nkv * hd, 1.0f);
+				fill(&r, V, n_kv * nkv * hd, 1.0f);
+				cr_assert(tern_attention_ctx(ctx, &p, Q, K, V, O, S) == TERN_OK, "%s",
+					  paths[pi]);
+				check_reference(&p, Q, K, V, O);
+			}
+		}
+		tern_ctx_free(ctx);
+	}
+	cr_assert(ran >= 1, "not even the scalar path ran");
+	tern_attn_params p = params(1, 1, 1, 1, 8, 0, true);
+	cr_assert(tern_attention_ctx(NULL, &p, Q, K, V, O, S) == TERN_E_INVALID);
+}

@@ -803,6 +803,7 @@ static int rope_rows(const text_config *c, float *x, int64_t n_heads, int64_t po
  * decode step's heads are split evenly. Each head is computed by the same
  * code whichever thread takes it. */
 typedef struct attn_job {
+	const tern_ctx *ctx;
 	const text_config *c;
 	const float *q, *k, *v; /* q [n][QW]; k, v: this layer's cache from position 0 */
 	float *out;             /* [n][QW] */
@@ -838,9 +839,10 @@ static void attn_fn(void *arg, int ith, int nth)
 			.scale = 1.0f / sqrtf((float)hd),
 			.q_stride = QW, .kv_stride = KW, .out_stride = QW,
 		};
-		int rc = tern_attention(&p, j->q + t * QW + h * hd, j->k + (h / group) * hd,
-					j->v + (h / group) * hd, j->out + t * QW + h * hd,
-					j->scratch + (size_t)ith * (size_t)j->n_ctx);
+		int rc = tern_attention_ctx(j->ctx, &p, j->q + t * QW + h * hd,
+					    j->k + (h / group) * hd, j->v + (h / group) * hd,
+					    j->out + t * QW + h * hd,
+					    j->scratch + (size_t)ith * (size_t)j->n_ctx);
 		if (rc)
 			atomic_store(&j->rc, rc);
 	}
@@ -982,8 +984,8 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		if (c->arch == TEXT_ARCH_BITLLAMA2C) {
 			attn_l2c(c, s->q, kc, vc, s->att, n, pos0, scratch);
 		} else {
-			attn_job aj = { .c = c, .q = s->q, .k = kc, .v = vc, .out = s->att,
-					.n = n, .pos0 = pos0, .n_ctx = s->n_ctx,
+			attn_job aj = { .ctx = ctx, .c = c, .q = s->q, .k = kc, .v = vc,
+					.out = s->att, .n = n, .pos0 = pos0, .n_ctx = s->n_ctx,
 					.scratch = scratch };
 			atomic_init(&aj.rc, TERN_OK);
 			atomic_init(&aj.next, 0);
