@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/kernels.h"
+#include "tern/ops.h"
 
 #define INLINE static inline __attribute__((always_inline))
 /* Tile loops must unroll fully so accumulators live in registers. */
@@ -431,6 +432,77 @@ static void neon_bf16_dot(const void *w, size_t w_stride, int64_t nrows, const f
 	fdot(w, w_stride, nrows, x, ldx, ntok, k, y, ldy, WT_BF16);
 }
 
+/* ---- attention ------------------------------------------------------------
+ * One query head (tern_attn_head_fn), as the AVX2/AVX-512 heads: scores of
+ * ATT_KB keys per pass with FMA accumulators, tern_softmax, then the
+ * weighted sum of the values in up to ATT_OB accumulators per chunk of
+ * out. Dimensions past the last multiple of 4 go through scalar tails. */
+#define ATT_KB 8
+#define ATT_OB 8
+
+static void neon_attn_head(const float *q, const float *k, const float *v, int64_t kvs,
+			   int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	const int64_t full = hd / 4 * 4;
+	for (int64_t j = 0; j < nk; j += ATT_KB) {
+		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
+		const float *kj = k + j * kvs;
+		float32x4_t acc[ATT_KB];
+		for (int r = 0; r < ATT_KB; r++)
+			acc[r] = vdupq_n_f32(0.0f);
+		if (kb == ATT_KB) {
+			for (int64_t i = 0; i < full; i += 4) {
+				const float32x4_t qv = vld1q_f32(q + i);
+				for (int r = 0; r < ATT_KB; r++)
+					acc[r] = vfmaq_f32(acc[r], qv, vld1q_f32(kj + r * kvs + i));
+			}
+		} else {
+			for (int64_t r = 0; r < kb; r++)
+				for (int64_t i = 0; i < full; i += 4)
+					acc[r] = vfmaq_f32(acc[r], vld1q_f32(q + i),
+							   vld1q_f32(kj + r * kvs + i));
+		}
+		for (int64_t r = 0; r < kb; r++) {
+			float t = vaddvq_f32(acc[r]);
+			for (int64_t i = full; i < hd; i++)
+				t += q[i] * kj[r * kvs + i];
+			s[j + r] = t * scale;
+		}
+	}
+	tern_softmax(s, nk);
+	for (int64_t c0 = 0; c0 < full; c0 += ATT_OB * 4) {
+		const int64_t nv = (full - c0 < ATT_OB * 4 ? full - c0 : ATT_OB * 4) / 4;
+		float32x4_t o[ATT_OB];
+		for (int u = 0; u < ATT_OB; u++)
+			o[u] = vdupq_n_f32(0.0f);
+		if (nv == ATT_OB) {
+			for (int64_t jj = 0; jj < nk; jj++) {
+				const float32x4_t pj = vdupq_n_f32(s[jj]);
+				const float *vj = v + jj * kvs + c0;
+				for (int u = 0; u < ATT_OB; u++)
+					o[u] = vfmaq_f32(o[u], pj, vld1q_f32(vj + 4 * u));
+			}
+		} else {
+			for (int64_t jj = 0; jj < nk; jj++) {
+				const float32x4_t pj = vdupq_n_f32(s[jj]);
+				const float *vj = v + jj * kvs + c0;
+				for (int64_t u = 0; u < nv; u++)
+					o[u] = vfmaq_f32(o[u], pj, vld1q_f32(vj + 4 * u));
+			}
+		}
+		for (int64_t u = 0; u < nv; u++)
+			vst1q_f32(out + c0 + 4 * u, o[u]);
+	}
+	for (int64_t d = full; d < hd; d++) {
+		float t = 0.0f;
+		for (int64_t jj = 0; jj < nk; jj++)
+			t += s[jj] * v[jj * kvs + d];
+		out[d] = t;
+	}
+}
+#undef ATT_KB
+#undef ATT_OB
+
 static const tern_kernels neon_kernels = {
 	.path = TERN_KERNEL_NEON,
 	.t2_dot = neon_t2_dot,
@@ -441,7 +513,7 @@ static const tern_kernels neon_kernels = {
 	.f16_dot = neon_f16_dot,
 	.bf16_dot = neon_bf16_dot,
 	.quant_row = tern_quant_row_scalar,
-	.attn_head = tern_attn_head_scalar,
+	.attn_head = neon_attn_head,
 };
 
 const tern_kernels *tern_kernels_neon(void)

@@ -414,6 +414,90 @@ static void i4_cases(const tern_kernels *ref, const tern_kernels *neon, tu_rng *
 		i4_case(ref, neon, rng, 1000, 3, nt, (int)(nt & 1));
 }
 
+/* ---- attention ---------------------------------------------------------- */
+
+/*
+ * One attention head, NEON against a double reference (and the scalar
+ * reference against it too): each score errs by at most
+ * delta = (hd + 2) U scale sum|q k|, a probability by 2 delta relative,
+ * the weighted sum adds (nk + 4) U; the check allows twice the sum, times
+ * sum_j p_j |v_j| (as tests/test_attention.c). Keys and values are kvs
+ * apart with junk between heads; out lies past a NaN guard.
+ */
+static void attn_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng *rng, int64_t hd,
+		      int64_t nk)
+{
+	const double U = FLT_EPSILON / 2;
+	const int64_t kvs = hd + tu_int(rng, 0, 5);
+	float *q = xcalloc((size_t)hd, sizeof(float));
+	float *k = xcalloc((size_t)(nk * kvs), sizeof(float));
+	float *v = xcalloc((size_t)(nk * kvs), sizeof(float));
+	float *s = xcalloc((size_t)nk, sizeof(float));
+	float *out = xcalloc((size_t)hd + 1, sizeof(float));
+	double *p = xcalloc((size_t)nk, sizeof(double));
+	for (int64_t i = 0; i < hd; i++)
+		q[i] = tu_normal(rng);
+	for (int64_t i = 0; i < nk * kvs; i++) {
+		k[i] = tu_normal(rng);
+		v[i] = tu_normal(rng);
+	}
+	const float scale = 1.0f / sqrtf((float)hd);
+	double mx = -INFINITY, sum = 0, dmax = 0;
+	for (int64_t j = 0; j < nk; j++) {
+		double d = 0, a = 0;
+		for (int64_t i = 0; i < hd; i++) {
+			d += (double)q[i] * k[j * kvs + i];
+			a += fabs((double)q[i] * k[j * kvs + i]);
+		}
+		p[j] = d * scale;
+		dmax = fmax(dmax, (double)(hd + 2) * U * scale * a);
+		mx = fmax(mx, p[j]);
+	}
+	for (int64_t j = 0; j < nk; j++)
+		sum += p[j] = exp(p[j] - mx);
+	char what[96], detail[200] = "";
+	int ok = 1;
+	for (int pass = 0; pass < 2 && ok; pass++) {
+		const tern_kernels *kt = pass ? neon : ref;
+		out[hd] = NAN;
+		kt->attn_head(q, k, v, kvs, nk, hd, scale, s, out);
+		for (int64_t e = 0; e < hd && ok; e++) {
+			double want = 0, mag = 0;
+			for (int64_t j = 0; j < nk; j++) {
+				want += p[j] / sum * v[j * kvs + e];
+				mag += p[j] / sum * fabs((double)v[j * kvs + e]);
+			}
+			const double tol = 2 * (2 * dmax + (double)(nk + 4) * U) * mag + 1e-30;
+			if (!(fabs(out[e] - want) <= tol)) {
+				snprintf(detail, sizeof detail, "%s out[%lld] %.9g want %.9g tol %.3g",
+					 pass ? "neon" : "scalar", (long long)e, out[e], want, tol);
+				ok = 0;
+			}
+		}
+		if (ok && !isnan(out[hd])) {
+			snprintf(detail, sizeof detail, "%s wrote past out", pass ? "neon" : "scalar");
+			ok = 0;
+		}
+	}
+	snprintf(what, sizeof what, "attn hd=%lld nk=%lld", (long long)hd, (long long)nk);
+	report(ok, what, detail);
+	free(q);
+	free(k);
+	free(v);
+	free(s);
+	free(out);
+	free(p);
+}
+
+static void attn_cases(const tern_kernels *ref, const tern_kernels *neon, tu_rng *rng)
+{
+	static const int64_t hds[] = { 1, 3, 4, 5, 31, 32, 33, 64, 100, 128, 130 };
+	static const int64_t nks[] = { 1, 7, 8, 9, 17, 40 };
+	for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
+		for (size_t n = 0; n < sizeof nks / sizeof nks[0]; n++)
+			attn_case(ref, neon, rng, hds[h], nks[n]);
+}
+
 int main(void)
 {
 	const tern_kernels *ref = tern_kernels_scalar();
@@ -429,6 +513,7 @@ int main(void)
 	i8_cases(ref, neon, &rng);
 	f_cases(ref, neon, &rng);
 	i4_cases(ref, neon, &rng);
+	attn_cases(ref, neon, &rng);
 	printf("%d passed, %d failed\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;
 }
