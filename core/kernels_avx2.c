@@ -738,6 +738,87 @@ static inline float avx2_hsum(__m256 x)
 	return _mm_cvtss_f32(s);
 }
 
+/* e^x for x <= 0, as exp_neg16 in kernels_avx512.c (Taylor series of
+ * e^r to r^7), with 2^n built in the exponent bits: x below -87 (where e^x
+ * nears the smallest normal float) and -inf give 0. */
+static inline __m256 exp_neg8(__m256 x)
+{
+	const __m256 lo = _mm256_set1_ps(-87.0f);
+	const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+	x = _mm256_max_ps(x, lo);
+	const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+					 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+	r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+	__m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+	const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+							     _mm256_set1_epi32(127)), 23);
+	return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+static inline float avx2_hmax(__m256 x)
+{
+	__m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_movehdup_ps(m));
+	return _mm_cvtss_f32(m);
+}
+
+/* softmax over s[0..n), as softmax_avx512. */
+static void softmax_avx2(float *s, int64_t n)
+{
+	__m256 m = _mm256_set1_ps(-INFINITY);
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		m = _mm256_max_ps(m, _mm256_loadu_ps(s + i));
+	float mx = avx2_hmax(m);
+	for (int64_t t = i; t < n; t++)
+		mx = s[t] > mx ? s[t] : mx;
+	if (!isfinite(mx)) {
+		tern_softmax(s, n); /* all -inf, or an inf or NaN: its rules */
+		return;
+	}
+	const __m256 vm = _mm256_set1_ps(mx);
+	__m256 sum = _mm256_setzero_ps();
+	for (i = 0; i + 8 <= n; i += 8) {
+		__m256 e = exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+		_mm256_storeu_ps(s + i, e);
+		sum = _mm256_add_ps(sum, e);
+	}
+	if (i < n) {
+		const __m256i tm = avx2_lanes(n - i);
+		__m256 e = exp_neg8(_mm256_sub_ps(_mm256_maskload_ps(s + i, tm), vm));
+		e = _mm256_and_ps(e, _mm256_castsi256_ps(tm));
+		_mm256_maskstore_ps(s + i, tm, e);
+		sum = _mm256_add_ps(sum, e);
+	}
+	const __m256 inv = _mm256_set1_ps(1.0f / avx2_hsum(sum));
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), inv));
+	for (; i < n; i++)
+		s[i] *= _mm256_cvtss_f32(inv);
+}
+
+/* out[r] = scale * (sum of the 8 lanes of a[r]), r < 8, by two rounds of
+ * pairwise horizontal adds and one add across the 128-bit halves. */
+static inline void hsum8_avx2(const __m256 *a, float scale, float *out)
+{
+	const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+	const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+	const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+	/* u0: keys 0-3 in each half (low half lanes 0-3, high half 4-7). */
+	const __m256 v = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+				       _mm256_permute2f128_ps(u0, u1, 0x31));
+	_mm256_storeu_ps(out, _mm256_mul_ps(v, _mm256_set1_ps(scale)));
+}
+
 #define VEC 8
 #define VT __m256
 #define MASKT __m256i
@@ -750,11 +831,15 @@ static inline float avx2_hsum(__m256 x)
 #define FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define SET1(x) _mm256_set1_ps(x)
 #define HSUM(x) avx2_hsum(x)
+#define HSUM8(a, sc, o) hsum8_avx2((a), (sc), (o))
+#define SOFTMAX(s, n) softmax_avx2((s), (n))
 
 /* ---- attention ----------------------------------------------------------
  * One query head (tern_attn_head_fn): the scores of KB keys at a time,
  * each key with its own FMA accumulator over the head's VEC-wide slices
- * (a masked slice for a tail), then tern_softmax, then the weighted sum
+ * (a masked slice for a tail; a full block's 8 sums come out of one
+ * transposing reduction), then the softmax (exp_neg below; rows whose
+ * maximum is not finite go to tern_softmax), then the weighted sum
  * of the values held in up to OB accumulators (OB * VEC floats of out)
  * across all keys, so out is stored once per chunk. */
 #define ATT_KB 8
@@ -788,17 +873,21 @@ static void attn_head_avx2(const float *q, const float *k, const float *v, int64
 			}
 		} else {
 			for (int64_t r = 0; r < kb; r++) {
+				const float *kr = kj + r * kvs;
 				for (int64_t i = 0; i < full; i += VEC)
-					acc[r] = FMA(LOAD(q + i), LOAD(kj + r * kvs + i), acc[r]);
+					acc[r] = FMA(LOAD(q + i), LOAD(kr + i), acc[r]);
 				if (full < hd)
-					acc[r] = FMA(MLOAD(tm, q + full), MLOAD(tm, kj + r * kvs + full),
-						     acc[r]);
+					acc[r] = FMA(MLOAD(tm, q + full), MLOAD(tm, kr + full), acc[r]);
 			}
 		}
-		for (int64_t r = 0; r < kb; r++)
-			s[j + r] = HSUM(acc[r]) * scale;
+		if (kb == ATT_KB) {
+			HSUM8(acc, scale, s + j);
+		} else {
+			for (int64_t r = 0; r < kb; r++)
+				s[j + r] = HSUM(acc[r]) * scale;
+		}
 	}
-	tern_softmax(s, nk);
+	SOFTMAX(s, nk);
 	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
 		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
 		const int64_t nv = (cw + VEC - 1) / VEC;
@@ -843,6 +932,8 @@ static void attn_head_avx2(const float *q, const float *k, const float *v, int64
 #undef FMA
 #undef SET1
 #undef HSUM
+#undef HSUM8
+#undef SOFTMAX
 
 static const tern_kernels avx2_table = {
 	.path = TERN_KERNEL_AVX2,

@@ -1296,6 +1296,90 @@ static void quant_row_avx512(const float *x, int64_t n, int64_t kpad, int8_t *q,
 	*sum = _mm512_reduce_add_epi32(tot);
 }
 
+/* ---- float helpers of the attention head -------------------------------- */
+
+/* e^x for x <= 0 (and x >= -inf): x = n ln2 + r with |r| <= ln2 / 2 (ln2
+ * split in two so n ln2 is exact enough), e^r by its Taylor series to r^7
+ * (truncation below 6e-9 relative), times 2^n by vscalefps, which gives
+ * 0 for large negative n and -inf. A few ulp against expf. */
+KINLINE __m512 exp_neg16(__m512 x)
+{
+	const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+					      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
+	r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+	__m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+	/* -inf: n = -inf, r = NaN; the scale by 2^-inf is 0 only for a
+	 * number, so those lanes are zeroed. */
+	const __mmask16 fin = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+	return _mm512_maskz_scalef_ps(fin, p, n);
+}
+
+/* softmax over s[0..n): max, e^(s - max) and their sum 16 at a time, then
+ * one multiply by 1 / sum. */
+static void softmax_avx512(float *s, int64_t n)
+{
+	__m512 m = _mm512_set1_ps(-INFINITY);
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		m = _mm512_max_ps(m, _mm512_loadu_ps(s + i));
+	const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1u);
+	m = _mm512_mask_max_ps(m, tail, m, _mm512_maskz_loadu_ps(tail, s + i));
+	const float mx = _mm512_reduce_max_ps(m);
+	if (!isfinite(mx)) {
+		tern_softmax(s, n); /* all -inf, or an inf or NaN: its rules */
+		return;
+	}
+	const __m512 vm = _mm512_set1_ps(mx);
+	__m512 sum = _mm512_setzero_ps();
+	for (i = 0; i + 16 <= n; i += 16) {
+		__m512 e = exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(s + i), vm));
+		_mm512_storeu_ps(s + i, e);
+		sum = _mm512_add_ps(sum, e);
+	}
+	if (i < n) {
+		__m512 e = exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + i), vm));
+		e = _mm512_maskz_mov_ps(tail, e);
+		_mm512_mask_storeu_ps(s + i, tail, e);
+		sum = _mm512_add_ps(sum, e);
+	}
+	const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+	for (i = 0; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(s + i, _mm512_mul_ps(_mm512_loadu_ps(s + i), inv));
+	if (i < n)
+		_mm512_mask_storeu_ps(s + i, tail,
+				      _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, s + i), inv));
+}
+
+/* out[r] = scale * (sum of the 16 lanes of a[r]), r < 8: 128-bit blocks of
+ * pairs, then of quads, are added across registers, then the four lanes
+ * left per key inside each block. */
+KINLINE void hsum8_avx512(const __m512 *a, float scale, float *out)
+{
+	__m512 x[4], y[2];
+	for (int i = 0; i < 4; i++)
+		x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+				     _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+	/* x[i]: blocks 0-1 key 2i, blocks 2-3 key 2i+1. */
+	for (int i = 0; i < 2; i++)
+		y[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0x88),
+				     _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], 0xDD));
+	/* y[i]: block b holds 4 partial sums of key 4i + b. */
+	__m512 z = _mm512_add_ps(_mm512_unpacklo_ps(y[0], y[1]), _mm512_unpackhi_ps(y[0], y[1]));
+	z = _mm512_add_ps(z, _mm512_shuffle_ps(z, z, _MM_SHUFFLE(1, 0, 3, 2)));
+	/* Block b: lane 0 key b, lane 1 key 4 + b. */
+	const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+	__m256 v = _mm512_castps512_ps256(_mm512_permutexvar_ps(idx, z));
+	_mm256_storeu_ps(out, _mm256_mul_ps(v, _mm256_set1_ps(scale)));
+}
+
 #define VEC 16
 #define VT __m512
 #define MASKT __mmask16
@@ -1308,11 +1392,15 @@ static void quant_row_avx512(const float *x, int64_t n, int64_t kpad, int8_t *q,
 #define FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define SET1(x) _mm512_set1_ps(x)
 #define HSUM(x) _mm512_reduce_add_ps(x)
+#define HSUM8(a, sc, o) hsum8_avx512((a), (sc), (o))
+#define SOFTMAX(s, n) softmax_avx512((s), (n))
 
 /* ---- attention ----------------------------------------------------------
  * One query head (tern_attn_head_fn): the scores of KB keys at a time,
  * each key with its own FMA accumulator over the head's VEC-wide slices
- * (a masked slice for a tail), then tern_softmax, then the weighted sum
+ * (a masked slice for a tail; a full block's 8 sums come out of one
+ * transposing reduction), then the softmax (exp_neg below; rows whose
+ * maximum is not finite go to tern_softmax), then the weighted sum
  * of the values held in up to OB accumulators (OB * VEC floats of out)
  * across all keys, so out is stored once per chunk. */
 #define ATT_KB 8
@@ -1346,17 +1434,21 @@ static void attn_head_avx512(const float *q, const float *k, const float *v, int
 			}
 		} else {
 			for (int64_t r = 0; r < kb; r++) {
+				const float *kr = kj + r * kvs;
 				for (int64_t i = 0; i < full; i += VEC)
-					acc[r] = FMA(LOAD(q + i), LOAD(kj + r * kvs + i), acc[r]);
+					acc[r] = FMA(LOAD(q + i), LOAD(kr + i), acc[r]);
 				if (full < hd)
-					acc[r] = FMA(MLOAD(tm, q + full), MLOAD(tm, kj + r * kvs + full),
-						     acc[r]);
+					acc[r] = FMA(MLOAD(tm, q + full), MLOAD(tm, kr + full), acc[r]);
 			}
 		}
-		for (int64_t r = 0; r < kb; r++)
-			s[j + r] = HSUM(acc[r]) * scale;
+		if (kb == ATT_KB) {
+			HSUM8(acc, scale, s + j);
+		} else {
+			for (int64_t r = 0; r < kb; r++)
+				s[j + r] = HSUM(acc[r]) * scale;
+		}
 	}
-	tern_softmax(s, nk);
+	SOFTMAX(s, nk);
 	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
 		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
 		const int64_t nv = (cw + VEC - 1) / VEC;
@@ -1401,6 +1493,8 @@ static void attn_head_avx512(const float *q, const float *k, const float *v, int
 #undef FMA
 #undef SET1
 #undef HSUM
+#undef HSUM8
+#undef SOFTMAX
 
 static const tern_kernels avx512_table = {
 	.path = TERN_KERNEL_AVX512,

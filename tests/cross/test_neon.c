@@ -469,13 +469,15 @@ static void attn_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng 
 			}
 			const double tol = 2 * (2 * dmax + (double)(nk + 4) * U) * mag + 1e-30;
 			if (!(fabs(out[e] - want) <= tol)) {
-				snprintf(detail, sizeof detail, "%s out[%lld] %.9g want %.9g tol %.3g",
-					 pass ? "neon" : "scalar", (long long)e, out[e], want, tol);
+				snprintf(detail, sizeof detail,
+					 "%s out[%lld] %.9g want %.9g tol %.3g", pass ? "neon" : "scalar",
+					 (long long)e, out[e], want, tol);
 				ok = 0;
 			}
 		}
 		if (ok && !isnan(out[hd])) {
-			snprintf(detail, sizeof detail, "%s wrote past out", pass ? "neon" : "scalar");
+			snprintf(detail, sizeof detail, "%s wrote past out",
+				 pass ? "neon" : "scalar");
 			ok = 0;
 		}
 	}
