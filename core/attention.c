@@ -3,8 +3,10 @@
  * sequence, causal or bidirectional, with grouped-query heads and strided
  * layouts. Scores for one query head live in caller scratch, so the call
  * allocates nothing and decode (n_q = 1) and prefill share one code path.
- * Each head is the kernel table's attn_head (scalar reference in
- * kernels_scalar.c); this file checks the arguments and walks the heads.
+ * The heads are the kernel table's attn (scalar reference in
+ * kernels_scalar.c), one at a time for tern_attention and a kv head's
+ * whole group at a time for tern_attention_ctx; this file checks the
+ * arguments and walks the queries and heads.
  */
 #include <math.h>
 #include <string.h>
@@ -65,8 +67,11 @@ static int attn_check(const tern_attn_params *p, const float *q, const float *k,
 	return TERN_OK;
 }
 
-static int attention_run(tern_attn_head_fn head, const tern_attn_params *p, const float *q,
-			 const float *k, const float *v, float *out, float *scratch)
+/* per_group: the heads sharing a kv head go to `attn` together (scratch
+ * for all their scores); else one at a time (scratch for one head's). */
+static int attention_run(tern_attn_fn attn, bool per_group, const tern_attn_params *p,
+			 const float *q, const float *k, const float *v, float *out,
+			 float *scratch)
 {
 	int rc = attn_check(p, q, k, v, out, scratch);
 	if (rc)
@@ -79,11 +84,12 @@ static int attention_run(tern_attn_head_fn head, const tern_attn_params *p, cons
 
 	for (int64_t i = 0; i < p->n_q; i++) {
 		const int64_t nk = p->causal ? p->q_pos0 + i + 1 : p->n_kv;
-		for (int64_t h = 0; h < p->n_heads; h++) {
+		const int64_t G = per_group ? group : 1;
+		for (int64_t h = 0; h < p->n_heads; h += G) {
 			const float *qh = q + i * qs + h * hd;
 			const float *kh = k + (h / group) * hd;
 			const float *vh = v + (h / group) * hd;
-			head(qh, kh, vh, kvs, nk, hd, p->scale, scratch, out + i * os + h * hd);
+			attn(qh, G, kh, vh, kvs, nk, hd, p->scale, scratch, out + i * os + h * hd);
 		}
 	}
 	return TERN_OK;
@@ -92,7 +98,7 @@ static int attention_run(tern_attn_head_fn head, const tern_attn_params *p, cons
 int tern_attention(const tern_attn_params *p, const float *q, const float *k, const float *v,
 		   float *out, float *scratch)
 {
-	return attention_run(tern_attn_head_scalar, p, q, k, v, out, scratch);
+	return attention_run(tern_attn_scalar, false, p, q, k, v, out, scratch);
 }
 
 int tern_attention_ctx(const tern_ctx *ctx, const tern_attn_params *p, const float *q,
@@ -100,5 +106,5 @@ int tern_attention_ctx(const tern_ctx *ctx, const tern_attn_params *p, const flo
 {
 	if (!ctx)
 		return tern_error(NULL, TERN_E_INVALID, "attention: NULL context");
-	return attention_run(tern_ctx_kernels_of(ctx)->attn_head, p, q, k, v, out, scratch);
+	return attention_run(tern_ctx_kernels_of(ctx)->attn, true, p, q, k, v, out, scratch);
 }

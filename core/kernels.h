@@ -83,17 +83,23 @@ void tern_quant_row_sums(const int8_t *q, int64_t kpad, int32_t *csum, int32_t *
 void tern_quant_row_scalar(const float *x, int64_t n, int64_t kpad, int8_t *q, float *scale,
 			   int32_t *csum, int32_t *sum);
 
-/* One query head of attention over nk keys and values, consecutive
- * positions kvs floats apart, all hd wide: s[j] = scale * (q . k_j),
- * s = tern_softmax(s), out = sum_j s[j] v_j. s: caller scratch of nk
- * floats. out may overlap q (q is read first), not k or v. The scalar
- * one is the reference; SIMD ones differ from it in rounding only (FMA,
- * other summation orders). */
-typedef void (*tern_attn_head_fn)(const float *q, const float *k, const float *v, int64_t kvs,
-				  int64_t nk, int64_t hd, float scale, float *s, float *out);
+/* Attention for G >= 1 query heads that share one kv head (GQA), over nk
+ * keys and values whose consecutive positions are kvs floats apart, all
+ * hd wide. Head g's query is q + g hd and its output out + g hd:
+ * s_g[j] = scale * (q_g . k_j), s_g = softmax(s_g), out_g = sum_j
+ * s_g[j] v_j. s: caller scratch of G * nk floats. out may overlap q
+ * (the queries are read first), not k or v. The scalar one is the
+ * reference (one head at a time); SIMD ones differ from it in rounding
+ * only (FMA, other summation orders, their own exp). */
+typedef void (*tern_attn_fn)(const float *q, int64_t G, const float *k, const float *v,
+			     int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out);
 
+/* One head of the scalar reference, which runs a group's heads one after
+ * another (tern_attn_scalar). */
 void tern_attn_head_scalar(const float *q, const float *k, const float *v, int64_t kvs,
 			   int64_t nk, int64_t hd, float scale, float *s, float *out);
+void tern_attn_scalar(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
+		      int64_t nk, int64_t hd, float scale, float *s, float *out);
 
 typedef struct tern_kernels {
 	tern_kernel_path path;
@@ -105,7 +111,7 @@ typedef struct tern_kernels {
 	tern_fdot_fn f16_dot;
 	tern_fdot_fn bf16_dot;
 	tern_quant_fn quant_row;
-	tern_attn_head_fn attn_head;
+	tern_attn_fn attn;
 } tern_kernels;
 
 /* Each returns its table, or NULL if the path is not compiled in. */

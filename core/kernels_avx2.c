@@ -835,91 +835,112 @@ static inline void hsum8_avx2(const __m256 *a, float scale, float *out)
 #define SOFTMAX(s, n) softmax_avx2((s), (n))
 
 /* ---- attention ----------------------------------------------------------
- * One query head (tern_attn_head_fn): the scores of KB keys at a time,
- * each key with its own FMA accumulator over the head's VEC-wide slices
- * (a masked slice for a tail; a full block's 8 sums come out of one
+ * The query heads of one kv head (tern_attn_fn): the scores of ATT_KB keys
+ * at a time, each key with its own FMA accumulator over the VEC-wide
+ * slices (a masked slice for a tail; a full block's 8 sums come out of one
  * transposing reduction), then the softmax (exp_neg below; rows whose
- * maximum is not finite go to tern_softmax), then the weighted sum
- * of the values held in up to OB accumulators (OB * VEC floats of out)
- * across all keys, so out is stored once per chunk. */
+ * maximum is not finite go to tern_softmax), then the weighted sum of the
+ * values held in up to ATT_OB accumulators (ATT_OB * VEC floats of out).
+ * Blocks of keys and of values are the outer loops and heads the inner
+ * ones, so each block comes from memory once for the whole group. */
 #define ATT_KB 8
 #define ATT_OB 8
+#define ATT_VB 32
 
-static void attn_head_avx2(const float *q, const float *k, const float *v, int64_t kvs,
-			   int64_t nk, int64_t hd, float scale, float *s, float *out)
+static void attn_avx2(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
+		     int64_t nk, int64_t hd, float scale, float *s, float *out)
 {
 	const int64_t full = hd / VEC * VEC;
 	const MASKT tm = TAILMASK(hd - full);
-	int64_t j = 0;
-	for (; j < nk; j += ATT_KB) {
+	/* Scores: key blocks outer, so a block's rows are read once from
+	 * memory and from L1 for the group's other heads. */
+	for (int64_t j = 0; j < nk; j += ATT_KB) {
 		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
-		VT acc[ATT_KB];
-#pragma GCC unroll 8
-		for (int r = 0; r < ATT_KB; r++)
-			acc[r] = ZERO();
 		const float *kj = k + j * kvs;
-		if (kb == ATT_KB) {
-			for (int64_t i = 0; i < full; i += VEC) {
-				const VT qv = LOAD(q + i);
+		for (int64_t g = 0; g < G; g++) {
+			const float *qg = q + g * hd;
+			VT acc[ATT_KB];
 #pragma GCC unroll 8
-				for (int r = 0; r < ATT_KB; r++)
-					acc[r] = FMA(qv, LOAD(kj + r * kvs + i), acc[r]);
-			}
-			if (full < hd) {
-				const VT qv = MLOAD(tm, q + full);
+			for (int r = 0; r < ATT_KB; r++)
+				acc[r] = ZERO();
+			if (kb == ATT_KB) {
+				for (int64_t i = 0; i < full; i += VEC) {
+					const VT qv = LOAD(qg + i);
 #pragma GCC unroll 8
-				for (int r = 0; r < ATT_KB; r++)
-					acc[r] = FMA(qv, MLOAD(tm, kj + r * kvs + full), acc[r]);
+					for (int r = 0; r < ATT_KB; r++)
+						acc[r] = FMA(qv, LOAD(kj + r * kvs + i), acc[r]);
+				}
+				if (full < hd) {
+					const VT qv = MLOAD(tm, qg + full);
+#pragma GCC unroll 8
+					for (int r = 0; r < ATT_KB; r++)
+						acc[r] = FMA(qv, MLOAD(tm, kj + r * kvs + full), acc[r]);
+				}
+				HSUM8(acc, scale, s + g * nk + j);
+			} else {
+				for (int64_t r = 0; r < kb; r++) {
+					const float *kr = kj + r * kvs;
+					for (int64_t i = 0; i < full; i += VEC)
+						acc[r] = FMA(LOAD(qg + i), LOAD(kr + i), acc[r]);
+					if (full < hd)
+						acc[r] = FMA(MLOAD(tm, qg + full), MLOAD(tm, kr + full),
+							     acc[r]);
+					s[g * nk + j + r] = HSUM(acc[r]) * scale;
+				}
 			}
-		} else {
-			for (int64_t r = 0; r < kb; r++) {
-				const float *kr = kj + r * kvs;
-				for (int64_t i = 0; i < full; i += VEC)
-					acc[r] = FMA(LOAD(q + i), LOAD(kr + i), acc[r]);
-				if (full < hd)
-					acc[r] = FMA(MLOAD(tm, q + full), MLOAD(tm, kr + full), acc[r]);
-			}
-		}
-		if (kb == ATT_KB) {
-			HSUM8(acc, scale, s + j);
-		} else {
-			for (int64_t r = 0; r < kb; r++)
-				s[j + r] = HSUM(acc[r]) * scale;
 		}
 	}
-	SOFTMAX(s, nk);
+	for (int64_t g = 0; g < G; g++)
+		SOFTMAX(s + g * nk, nk);
+	/* Weighted sums: per chunk of up to ATT_OB vectors of out, blocks of
+	 * ATT_VB values outer (read once, then from L1 for the other heads),
+	 * each head's chunk in registers across the block. */
 	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
 		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
 		const int64_t nv = (cw + VEC - 1) / VEC;
 		const MASKT cm = TAILMASK(cw - (nv - 1) * VEC);
-		VT o[ATT_OB];
-#pragma GCC unroll 8
-		for (int u = 0; u < ATT_OB; u++)
-			o[u] = ZERO();
-		if (nv == ATT_OB && cw == ATT_OB * VEC) {
-			for (int64_t jj = 0; jj < nk; jj++) {
-				const VT pj = SET1(s[jj]);
-				const float *vj = v + jj * kvs + c0;
+		for (int64_t j0 = 0; j0 < nk; j0 += ATT_VB) {
+			const int64_t j1 = nk - j0 < ATT_VB ? nk : j0 + ATT_VB;
+			for (int64_t g = 0; g < G; g++) {
+				float *og = out + g * hd + c0;
+				const float *sg = s + g * nk;
+				VT o[ATT_OB];
 #pragma GCC unroll 8
 				for (int u = 0; u < ATT_OB; u++)
-					o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
-			}
-		} else {
-			for (int64_t jj = 0; jj < nk; jj++) {
-				const VT pj = SET1(s[jj]);
-				const float *vj = v + jj * kvs + c0;
+					o[u] = ZERO();
+				if (j0 > 0) {
+					for (int64_t u = 0; u + 1 < nv; u++)
+						o[u] = LOAD(og + u * VEC);
+					o[nv - 1] = MLOAD(cm, og + (nv - 1) * VEC);
+				}
+				if (nv == ATT_OB && cw == ATT_OB * VEC) {
+					for (int64_t jj = j0; jj < j1; jj++) {
+						const VT pj = SET1(sg[jj]);
+						const float *vj = v + jj * kvs + c0;
+#pragma GCC unroll 8
+						for (int u = 0; u < ATT_OB; u++)
+							o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+					}
+				} else {
+					for (int64_t jj = j0; jj < j1; jj++) {
+						const VT pj = SET1(sg[jj]);
+						const float *vj = v + jj * kvs + c0;
+						for (int64_t u = 0; u + 1 < nv; u++)
+							o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+						o[nv - 1] = FMA(pj, MLOAD(cm, vj + (nv - 1) * VEC),
+								o[nv - 1]);
+					}
+				}
 				for (int64_t u = 0; u + 1 < nv; u++)
-					o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
-				o[nv - 1] = FMA(pj, MLOAD(cm, vj + (nv - 1) * VEC), o[nv - 1]);
+					STORE(og + u * VEC, o[u]);
+				MSTORE(cm, og + (nv - 1) * VEC, o[nv - 1]);
 			}
 		}
-		for (int64_t u = 0; u + 1 < nv; u++)
-			STORE(out + c0 + u * VEC, o[u]);
-		MSTORE(cm, out + c0 + (nv - 1) * VEC, o[nv - 1]);
 	}
 }
 #undef ATT_KB
 #undef ATT_OB
+#undef ATT_VB
 #undef VEC
 #undef VT
 #undef MASKT
@@ -945,7 +966,7 @@ static const tern_kernels avx2_table = {
 	.f16_dot = f16_dot_avx2,
 	.bf16_dot = bf16_dot_avx2,
 	.quant_row = quant_row_avx2,
-	.attn_head = attn_head_avx2,
+	.attn = attn_avx2,
 };
 
 const tern_kernels *tern_kernels_avx2(void)

@@ -433,7 +433,7 @@ static void neon_bf16_dot(const void *w, size_t w_stride, int64_t nrows, const f
 }
 
 /* ---- attention ------------------------------------------------------------
- * One query head (tern_attn_head_fn), as the AVX2/AVX-512 heads: scores of
+ * One query head, as the AVX2/AVX-512 kernels do for a group: scores of
  * ATT_KB keys per pass with FMA accumulators, tern_softmax, then the
  * weighted sum of the values in up to ATT_OB accumulators per chunk of
  * out. Dimensions past the last multiple of 4 go through scalar tails. */
@@ -503,6 +503,14 @@ static void neon_attn_head(const float *q, const float *k, const float *v, int64
 #undef ATT_KB
 #undef ATT_OB
 
+/* The heads of a group one after another (tern_attn_fn). */
+static void neon_attn(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
+		      int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	for (int64_t g = 0; g < G; g++)
+		neon_attn_head(q + g * hd, k, v, kvs, nk, hd, scale, s, out + g * hd);
+}
+
 static const tern_kernels neon_kernels = {
 	.path = TERN_KERNEL_NEON,
 	.t2_dot = neon_t2_dot,
@@ -513,7 +521,7 @@ static const tern_kernels neon_kernels = {
 	.f16_dot = neon_f16_dot,
 	.bf16_dot = neon_bf16_dot,
 	.quant_row = tern_quant_row_scalar,
-	.attn_head = neon_attn_head,
+	.attn = neon_attn,
 };
 
 const tern_kernels *tern_kernels_neon(void)

@@ -345,6 +345,13 @@ void tern_attn_head_scalar(const float *q, const float *k, const float *v, int64
 		axpy(out, s[j], v + j * kvs, hd);
 }
 
+void tern_attn_scalar(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
+		      int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	for (int64_t g = 0; g < G; g++)
+		tern_attn_head_scalar(q + g * hd, k, v, kvs, nk, hd, scale, s, out + g * hd);
+}
+
 static const tern_kernels scalar_table = {
 	.path = TERN_KERNEL_SCALAR,
 	.t2_dot = t2_dot_scalar,
@@ -355,7 +362,7 @@ static const tern_kernels scalar_table = {
 	.f16_dot = f16_dot_scalar,
 	.bf16_dot = bf16_dot_scalar,
 	.quant_row = tern_quant_row_scalar,
-	.attn_head = tern_attn_head_scalar,
+	.attn = tern_attn_scalar,
 };
 
 const tern_kernels *tern_kernels_scalar(void)

@@ -292,9 +292,10 @@ Test(attention, per_kv_head_calls_equal_one_call)
 }
 
 /* tern_attention_ctx on every kernel path this machine runs: the SIMD
- * heads (FMA, VEC-wide slices, masked tails, blocks of 8 keys, out in
- * chunks of 8 vectors) against the same double reference, on head sizes
- * around every slice and chunk edge and key counts around the block. */
+ * kernels (FMA, VEC-wide slices, masked tails, blocks of 8 keys, out in
+ * chunks of 8 vectors, a kv head's query heads together) against the same
+ * double reference, on head sizes around every slice and chunk edge, key
+ * counts around the block, and groups of 2 and 5 query heads. */
 Test(attention, every_kernel_path_matches_naive_reference)
 {
 	static const char *paths[] = { "scalar", "avx2", "avx512", "neon" };
@@ -314,8 +315,10 @@ Test(attention, every_kernel_path_matches_naive_reference)
 				if (n_kv * 2 * hd > 8192)
 					continue;
 				tu_rng r = tu_rng_new((uint64_t)(hd * 100 + n_kv));
-				/* Causal prefill over n_kv queries, 4 heads on 2 kv heads. */
-				const int64_t nq = n_kv < 4 ? n_kv : 4, nh = 4, nkv = 2;
+				/* Causal prefill over up to 4 queries: groups of 2
+				 * (4 heads on 2 kv heads) and of 5 (5 on 1) in turn. */
+				const int64_t nq = n_kv < 4 ? n_kv : 4;
+				const int64_t nh = hi % 2 ? 5 : 4, nkv = hi % 2 ? 1 : 2;
 				if (nq * nh * hd > 8192 || n_kv * nkv * hd > 8192)
 					continue;
 				tern_attn_params p = params(nq, n_kv, nh, nkv, hd, n_kv - nq, true);

@@ -246,7 +246,7 @@ static void expect_complete(const tern_kernels *k, const char *what)
 {
 	cr_assert_not_null(k, "%s", what);
 	cr_expect(k->t2_dot && k->t3_dot && k->i8_dot && k->i4_dot && k->f32_dot && k->f16_dot &&
-			  k->bf16_dot && k->quant_row && k->attn_head,
+			  k->bf16_dot && k->quant_row && k->attn,
 		  "%s table has an empty entry", what);
 }
 

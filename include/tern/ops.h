@@ -78,12 +78,14 @@ typedef struct tern_attn_params {
 TERN_API int tern_attention(const tern_attn_params *p, const float *q, const float *k,
 			    const float *v, float *out, float *scratch);
 
-/* The same on ctx's kernel path (tern_ctx_kernel): the dot products and
- * sums of the SIMD paths use FMA and wider accumulators, so results differ
- * from tern_attention's in the last bits; a path gives the same results
- * every run. Only reads ctx, so threads of ctx's pool (or any threads)
- * may call it at once, each with its own scratch. TERN_E_INVALID for a
- * NULL ctx, else as tern_attention. */
+/* The same on ctx's kernel path (tern_ctx_kernel), taking the query heads
+ * that share a kv head together so its keys and values are read once:
+ * scratch must hold n_kv * (n_heads / n_kv_heads) floats. The SIMD paths
+ * use FMA, wider accumulators and their own exp, so results differ from
+ * tern_attention's in the last bits; a path gives the same results every
+ * run. Only reads ctx, so threads of ctx's pool (or any threads) may call
+ * it at once, each with its own scratch. TERN_E_INVALID for a NULL ctx,
+ * else as tern_attention. */
 TERN_API int tern_attention_ctx(const tern_ctx *ctx, const tern_attn_params *p, const float *q,
 				const float *k, const float *v, float *out, float *scratch);
 

@@ -797,11 +797,13 @@ static int rope_rows(const text_config *c, float *x, int64_t n_heads, int64_t po
 	return tern_rope(x, n_heads, c->head_dim, c->rot_dim, pos, c->rope_base, c->rope);
 }
 
-/* Causal attention of a chunk, split into (token, head) items. In prefill
- * the threads take them in turn from a shared counter (later tokens see
- * more keys, so a static split would leave the first threads idle); a
- * decode step's heads are split evenly. Each head is computed by the same
- * code whichever thread takes it. */
+/* Causal attention of a chunk. In prefill the threads take (token, kv
+ * head) items in turn from a shared counter (later tokens see more keys,
+ * so a static split would leave the first threads idle); a decode step's
+ * query heads are split evenly, and each thread passes its heads to
+ * tern_attention_ctx in runs that share a kv head (so that head's keys and
+ * values are read once per run). A head's result does not depend on the
+ * run it is in, so results do not change with the thread count. */
 typedef struct attn_job {
 	const tern_ctx *ctx;
 	const text_config *c;
@@ -819,30 +821,42 @@ static void attn_fn(void *arg, int ith, int nth)
 	const text_config *c = j->c;
 	const int64_t group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
 	const int64_t QW = c->n_heads * hd, KW = c->n_kv_heads * hd;
-	const int64_t items = j->n * c->n_heads;
+	const int64_t items = j->n * c->n_kv_heads;
+	float *scratch = j->scratch + (size_t)ith * (size_t)j->n_ctx * (size_t)group;
 	/* One token (decode): every head costs the same, so each thread
-	 * takes a contiguous run of heads, which keeps most of a kv group's
-	 * heads on one core (its keys and values stay in that core's cache). */
-	int64_t b = 0, e = 0;
+	 * takes an even contiguous run of query heads, cut where the kv head
+	 * changes. */
+	int64_t hb = 0, he = 0;
 	if (j->n == 1)
-		tern_split_range(items, 1, ith, nth, &b, &e);
+		tern_split_range(c->n_heads, 1, ith, nth, &hb, &he);
 	for (;;) {
-		const int64_t it = j->n == 1 ? b++
-					     : atomic_fetch_add_explicit(&j->next, 1,
-									 memory_order_relaxed);
-		if (it >= (j->n == 1 ? e : items))
-			break;
-		const int64_t t = it / c->n_heads, h = it % c->n_heads;
+		int64_t t, h, nh;
+		if (j->n == 1) {
+			if (hb >= he)
+				break;
+			t = 0;
+			h = hb;
+			const int64_t end = (h / group + 1) * group;
+			nh = (end < he ? end : he) - h;
+			hb += nh;
+		} else {
+			const int64_t it =
+				atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+			if (it >= items)
+				break;
+			t = it / c->n_kv_heads;
+			h = it % c->n_kv_heads * group;
+			nh = group;
+		}
 		const tern_attn_params p = {
-			.n_q = 1, .n_kv = j->pos0 + t + 1, .n_heads = 1, .n_kv_heads = 1,
+			.n_q = 1, .n_kv = j->pos0 + t + 1, .n_heads = nh, .n_kv_heads = 1,
 			.head_dim = hd, .q_pos0 = j->pos0 + t, .causal = true,
 			.scale = 1.0f / sqrtf((float)hd),
 			.q_stride = QW, .kv_stride = KW, .out_stride = QW,
 		};
 		int rc = tern_attention_ctx(j->ctx, &p, j->q + t * QW + h * hd,
 					    j->k + (h / group) * hd, j->v + (h / group) * hd,
-					    j->out + t * QW + h * hd,
-					    j->scratch + (size_t)ith * (size_t)j->n_ctx);
+					    j->out + t * QW + h * hd, scratch);
 		if (rc)
 			atomic_store(&j->rc, rc);
 	}
@@ -946,7 +960,10 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 	const int64_t pos0 = s->pos;
 	int nth = tern_ctx_threads(ctx);
 	size_t rows, bytes;
+	/* Per thread: the scores of one kv head's group of query heads. */
+	const size_t group = (size_t)(c->n_heads / c->n_kv_heads);
 	if (tern_size_mul((size_t)nth, (size_t)s->n_ctx, &rows) ||
+	    tern_size_mul(rows, group, &rows) ||
 	    tern_size_mul(rows, sizeof(float), &bytes))
 		return tern_error(ctx, TERN_E_OVERFLOW, "text: attention scratch size overflows");
 	float *scratch = tern_ctx_scratch(ctx, SLOT_ATTN, bytes);

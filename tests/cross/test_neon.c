@@ -460,7 +460,7 @@ static void attn_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng 
 	for (int pass = 0; pass < 2 && ok; pass++) {
 		const tern_kernels *kt = pass ? neon : ref;
 		out[hd] = NAN;
-		kt->attn_head(q, k, v, kvs, nk, hd, scale, s, out);
+		kt->attn(q, 1, k, v, kvs, nk, hd, scale, s, out);
 		for (int64_t e = 0; e < hd && ok; e++) {
 			double want = 0, mag = 0;
 			for (int64_t j = 0; j < nk; j++) {
