@@ -872,9 +872,10 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 				}
 				if (full < hd) {
 					const VT qv = MLOAD(tm, qg + full);
+					const float *kt = kj + full;
 #pragma GCC unroll 8
 					for (int r = 0; r < ATT_KB; r++)
-						acc[r] = FMA(qv, MLOAD(tm, kj + r * kvs + full), acc[r]);
+						acc[r] = FMA(qv, MLOAD(tm, kt + r * kvs), acc[r]);
 				}
 				HSUM8(acc, scale, s + g * nk + j);
 			} else {
@@ -882,9 +883,10 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 					const float *kr = kj + r * kvs;
 					for (int64_t i = 0; i < full; i += VEC)
 						acc[r] = FMA(LOAD(qg + i), LOAD(kr + i), acc[r]);
-					if (full < hd)
-						acc[r] = FMA(MLOAD(tm, qg + full), MLOAD(tm, kr + full),
-							     acc[r]);
+					if (full < hd) {
+						const VT qt = MLOAD(tm, qg + full);
+						acc[r] = FMA(qt, MLOAD(tm, kr + full), acc[r]);
+					}
 					s[g * nk + j + r] = HSUM(acc[r]) * scale;
 				}
 			}
