@@ -33,6 +33,7 @@ typedef struct lm_opts {
 	long n_predict;
 	tern_sampler_params sp;
 	bool seed_given;
+	tern_dtype kv_type; /* --kv-type */
 } lm_opts;
 
 static void opts_init(lm_opts *o, long n_predict)
@@ -40,7 +41,25 @@ static void opts_init(lm_opts *o, long n_predict)
 	memset(o, 0, sizeof *o);
 	o->n_predict = n_predict;
 	o->sp = tern_sampler_default_params();
+	o->kv_type = TERN_DTYPE_F32;
 }
+
+/* --kv-type f32|f16. */
+static int parse_kv_type(const char *cmd, const char *v, tern_dtype *out)
+{
+	if (strcmp(v, "f32") == 0)
+		*out = TERN_DTYPE_F32;
+	else if (strcmp(v, "f16") == 0)
+		*out = TERN_DTYPE_F16;
+	else
+		return cli_usage(cmd, "--kv-type: '%s' is not f32 or f16", v);
+	return CLI_OK;
+}
+
+#define KV_TYPE_HELP                                                                        \
+	"      --kv-type T        KV cache type: f32 (default) or f16 (half the memory and\n" \
+	"                         the bytes read per token deep in a context; keys and\n"    \
+	"                         values rounded to f16)\n"
 
 /* Matches the flags every LM command shares. 1: consumed; 0: not ours;
  * CLI_USAGE (negative would clash) reported as -1. */
@@ -61,6 +80,9 @@ static int common_flag(const char *cmd, int argc, char **argv, int *i, lm_opts *
 			return -1;
 	} else if (VALUE("-c", "--ctx")) {
 		if (m < 0 || cli_parse_int(cmd, "--ctx", v, 0, INT32_MAX, &o->n_ctx))
+			return -1;
+	} else if (VALUE(NULL, "--kv-type")) {
+		if (m < 0 || parse_kv_type(cmd, v, &o->kv_type))
 			return -1;
 	} else if (VALUE("-n", "--n-predict")) {
 		if (m < 0 || cli_parse_int(cmd, "-n", v, -1, INT32_MAX, &o->n_predict))
@@ -250,6 +272,7 @@ const char cmd_generate_help[] =
 	"  -n, --n-predict N      tokens to generate (default 128; -1: until the end\n"
 	"                         of text or a full context)\n"
 	"  -c, --ctx N            context size in positions (default: the model's)\n"
+	KV_TYPE_HELP
 	"  -t, --threads N        threads (default: all cores)\n"
 	"      --temp T           temperature; 0 = greedy (default 0.8)\n"
 	"      --top-k K          keep the K most probable tokens; 0 = off (default 40)\n"
@@ -431,6 +454,7 @@ int cmd_generate(int argc, char **argv)
 	gp.add_bos = no_bos ? 0 : -1;
 	gp.n_predict = (int32_t)o.n_predict;
 	gp.n_ctx = (int32_t)o.n_ctx;
+	gp.kv_type = o.kv_type;
 	gp.sampling = o.sp;
 	gp.stop = n_stops ? stops : NULL;
 	gp.n_stop = n_stops;
@@ -477,6 +501,7 @@ const char cmd_chat_help[] =
 	"      --system TEXT      the system message (default none)\n"
 	"  -n, --n-predict N      most tokens per answer (default 512; -1: no limit)\n"
 	"  -c, --ctx N            context size (default: the model's)\n"
+	KV_TYPE_HELP
 	"  -t, --threads N        threads (default: all cores)\n"
 	"      --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n,\n"
 	"  -s, --seed             sampling, as for 'tern generate'\n"
@@ -585,7 +610,7 @@ int cmd_chat(int argc, char **argv)
 	status = run_open(cmd, &o, &r);
 	if (status != CLI_OK)
 		return status;
-	rc = tern_session_new(r.ctx, r.lm, (int32_t)o.n_ctx, &s);
+	rc = tern_session_new_kv(r.ctx, r.lm, (int32_t)o.n_ctx, o.kv_type, &s);
 	if (rc) {
 		status = lib_error(cmd, r.ctx, rc, "creating the session");
 		goto out;
@@ -727,6 +752,7 @@ const char cmd_perplexity_help[] =
 	"  -m, --model MODEL  model file\n"
 	"  -f, --file TEXT    the text (UTF-8)\n"
 	"  -c, --ctx N        tokens per chunk (default 512)\n"
+	KV_TYPE_HELP
 	"      --chunks N     score at most N chunks (default all)\n"
 	"  -t, --threads N    threads (default: all cores)\n";
 
@@ -799,7 +825,7 @@ int cmd_perplexity(int argc, char **argv)
 	n_chunks = (long)(n_ids / (size_t)n_ctx);
 	if (max_chunks > 0 && n_chunks > max_chunks)
 		n_chunks = max_chunks;
-	rc = tern_session_new(r.ctx, r.lm, n_ctx, &s);
+	rc = tern_session_new_kv(r.ctx, r.lm, n_ctx, o.kv_type, &s);
 	if (rc) {
 		status = lib_error(cmd, r.ctx, rc, "creating the session");
 		goto out;
@@ -981,7 +1007,7 @@ out:
 /* ---- tern bench model ------------------------------------------------------------- */
 
 const char cmd_bench_model_help[] =
-	"usage: tern bench model -m MODEL [-t N] [-p 128] [-n 64] [-r 3] [--json]\n"
+	"usage: tern bench model -m MODEL [-t N] [-p 128] [-n 64] [-r 3] [--kv-type T] [--json]\n"
 	"                        [--bandwidth GBS]\n"
 	"\n"
 	"Measures a language model like llama-bench: prefill (pp: one batch of -p\n"
@@ -1006,10 +1032,11 @@ const char cmd_bench_model_help[] =
 	"  -n N               decode tokens (default 64)\n"
 	"  -r N               runs of each (default 3)\n"
 	"      --bandwidth G  skip the probe and use G GB/s\n"
+	"      --kv-type T    KV cache f32 (default) or f16\n"
 	"      --json         one JSON object on stdout: {\"model\", \"threads\",\n"
 	"                     \"prefill_tok_s\", \"decode_tok_s\", \"bytes_per_token\",\n"
 	"                     \"bandwidth_gbs\", \"pct_roofline\", \"pct_roofline_range\",\n"
-	"                     \"peak_rss_bytes\"}\n";
+	"                     \"peak_rss_bytes\", \"kv_type\"}\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -1084,6 +1111,9 @@ int cmd_bench_model(int argc, char **argv)
 			if (m < 0 || cli_parse_double(cmd, "--bandwidth", v, 1e-3, 1e6, &bw))
 				return CLI_USAGE;
 			bw_given = true;
+		} else if ((m = cli_flag_value(cmd, argc, argv, &i, NULL, "--kv-type", &v)) != 0) {
+			if (m < 0 || parse_kv_type(cmd, v, &o.kv_type))
+				return CLI_USAGE;
 		} else if (strcmp(argv[i], "--json") == 0) {
 			json = true;
 		} else {
@@ -1111,7 +1141,8 @@ int cmd_bench_model(int argc, char **argv)
 	}
 	for (long i = 0; i < (n_pp > n_tg ? n_pp : n_tg); i++)
 		ids[i] = (int32_t)(((uint64_t)i * 2654435761u + 7) % (uint64_t)n_vocab);
-	rc = tern_session_new(r.ctx, r.lm, (int32_t)(n_pp > n_tg ? n_pp : n_tg) + 1, &s);
+	rc = tern_session_new_kv(r.ctx, r.lm, (int32_t)(n_pp > n_tg ? n_pp : n_tg) + 1, o.kv_type,
+				 &s);
 	if (rc)
 		goto fail;
 	if (!json)
@@ -1197,9 +1228,9 @@ int cmd_bench_model(int argc, char **argv)
 			printf(", \"threads\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
 			       "\"bytes_per_token\": %" PRId64 ", \"bandwidth_gbs\": %.3f, "
 			       "\"pct_roofline\": %.2f, \"pct_roofline_range\": [%.2f, %.2f], "
-			       "\"peak_rss_bytes\": %lld}\n",
+			       "\"peak_rss_bytes\": %lld, \"kv_type\": \"%s\"}\n",
 			       tern_ctx_threads(r.ctx), pp, tg, bytes, bw, median(pct, reps), pct_lo,
-			       pct_hi, (long long)rss * 1024);
+			       pct_hi, (long long)rss * 1024, tern_dtype_name(o.kv_type));
 		} else {
 			char pp_name[32], tg_name[32];
 

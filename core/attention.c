@@ -23,7 +23,7 @@ static bool extent_ok(int64_t rows, int64_t stride, int64_t width)
 	       !__builtin_add_overflow(last, width, &end);
 }
 
-static int attn_check(const tern_attn_params *p, const float *q, const float *k, const float *v,
+static int attn_check(const tern_attn_params *p, const float *q, const void *k, const void *v,
 		      const float *out, const float *scratch)
 {
 	if (!p || !q || !k || !v || !out || !scratch)
@@ -70,7 +70,7 @@ static int attn_check(const tern_attn_params *p, const float *q, const float *k,
 /* per_group: the heads sharing a kv head go to `attn` together (scratch
  * for all their scores); else one at a time (scratch for one head's). */
 static int attention_run(tern_attn_fn attn, bool per_group, const tern_attn_params *p,
-			 const float *q, const float *k, const float *v, float *out,
+			 const float *q, bool kv_f16, const void *k, const void *v, float *out,
 			 float *scratch)
 {
 	int rc = attn_check(p, q, k, v, out, scratch);
@@ -87,9 +87,10 @@ static int attention_run(tern_attn_fn attn, bool per_group, const tern_attn_para
 		const int64_t G = per_group ? group : 1;
 		for (int64_t h = 0; h < p->n_heads; h += G) {
 			const float *qh = q + i * qs + h * hd;
-			const float *kh = k + (h / group) * hd;
-			const float *vh = v + (h / group) * hd;
-			attn(qh, G, kh, vh, kvs, nk, hd, p->scale, scratch, out + i * os + h * hd);
+			const size_t off = (size_t)((h / group) * hd) * (kv_f16 ? 2 : 4);
+			const void *kh = (const char *)k + off, *vh = (const char *)v + off;
+			attn(qh, G, kh, vh, kv_f16, kvs, nk, hd, p->scale, scratch,
+			     out + i * os + h * hd);
 		}
 	}
 	return TERN_OK;
@@ -98,13 +99,19 @@ static int attention_run(tern_attn_fn attn, bool per_group, const tern_attn_para
 int tern_attention(const tern_attn_params *p, const float *q, const float *k, const float *v,
 		   float *out, float *scratch)
 {
-	return attention_run(tern_attn_scalar, false, p, q, k, v, out, scratch);
+	return attention_run(tern_attn_scalar, false, p, q, false, k, v, out, scratch);
 }
 
 int tern_attention_ctx(const tern_ctx *ctx, const tern_attn_params *p, const float *q,
-		       const float *k, const float *v, float *out, float *scratch)
+		       tern_dtype kv_type, const void *k, const void *v, float *out,
+		       float *scratch)
 {
 	if (!ctx)
 		return tern_error(NULL, TERN_E_INVALID, "attention: NULL context");
-	return attention_run(tern_ctx_kernels_of(ctx)->attn, true, p, q, k, v, out, scratch);
+	if (kv_type != TERN_DTYPE_F32 && kv_type != TERN_DTYPE_F16)
+		return tern_error(NULL, TERN_E_INVALID,
+				  "attention: keys and values of dtype %s (f32 or f16 only)",
+				  tern_dtype_name(kv_type));
+	return attention_run(tern_ctx_kernels_of(ctx)->attn, true, p, q, kv_type == TERN_DTYPE_F16,
+			     k, v, out, scratch);
 }

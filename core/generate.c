@@ -298,18 +298,29 @@ int tern_lm_chat_format(tern_ctx *ctx, const tern_lm *lm, const tern_chat_msg *m
 
 int tern_session_new(tern_ctx *ctx, const tern_lm *lm, int32_t n_ctx, tern_session **out)
 {
+	return tern_session_new_kv(ctx, lm, n_ctx, TERN_DTYPE_F32, out);
+}
+
+int tern_session_new_kv(tern_ctx *ctx, const tern_lm *lm, int32_t n_ctx, tern_dtype kv_type,
+			tern_session **out)
+{
 	tern_session *s;
 	int rc;
 
 	*out = NULL;
 	if (n_ctx < 0)
 		return tern_error(ctx, TERN_E_INVALID, "session: context of %d positions", (int)n_ctx);
+	const bool kv_opt = TERN_LM_HAS(lm->ops, session_new_kv);
+	if (kv_type != TERN_DTYPE_F32 && !kv_opt)
+		return tern_error(ctx, TERN_E_UNSUPPORTED,
+				  "session: this model's plugin keeps only an f32 KV cache");
 	s = calloc(1, sizeof *s);
 	if (!s)
 		return tern_error(ctx, TERN_E_NOMEM, "session: out of memory");
 	s->lm = lm;
 	s->n_vocab = tern_lm_n_vocab(lm);
-	rc = lm->ops->session_new(lm->h, ctx, n_ctx, 0, &s->ls);
+	rc = kv_opt ? lm->ops->session_new_kv(lm->h, ctx, n_ctx, 0, kv_type, &s->ls)
+		    : lm->ops->session_new(lm->h, ctx, n_ctx, 0, &s->ls);
 	if (rc) {
 		free(s);
 		return rc;
@@ -398,10 +409,14 @@ static int read_params(tern_ctx *ctx, const tern_generate_params *in, tern_gener
 	*p = tern_generate_default_params();
 	if (!in)
 		return TERN_OK;
-	if (in->struct_size < sizeof *p)
+	/* Fields from kv_type on were appended: an older caller's smaller
+	 * struct leaves them at their defaults. */
+	const size_t first = offsetof(tern_generate_params, kv_type);
+	if (in->struct_size < first)
 		return tern_error(ctx, TERN_E_INVALID, "generate: params struct_size %zu, expected %zu",
 				  in->struct_size, sizeof *p);
-	*p = *in;
+	memcpy(p, in, in->struct_size < sizeof *p ? in->struct_size : sizeof *p);
+	p->struct_size = sizeof *p;
 	if (p->n_stop && !p->stop)
 		return tern_error(ctx, TERN_E_INVALID, "generate: %zu stop strings but no list",
 				  p->n_stop);
@@ -764,7 +779,7 @@ int tern_generate(tern_ctx *ctx, tern_model *model, const tern_generate_params *
 	 * full context can be far larger than a short generation needs. */
 	if (p.n_ctx == 0 && p.n_predict >= 0 && (int64_t)n + p.n_predict + 1 < n_ctx)
 		n_ctx = (int32_t)n + p.n_predict + 1;
-	rc = tern_session_new(ctx, lm, n_ctx, &s);
+	rc = tern_session_new_kv(ctx, lm, n_ctx, p.kv_type, &s);
 	if (rc == TERN_OK)
 		rc = generate_ids(ctx, s, ids, n, &p, cb, user);
 out:

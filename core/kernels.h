@@ -84,22 +84,24 @@ void tern_quant_row_scalar(const float *x, int64_t n, int64_t kpad, int8_t *q, f
 			   int32_t *csum, int32_t *sum);
 
 /* Attention for G >= 1 query heads that share one kv head (GQA), over nk
- * keys and values whose consecutive positions are kvs floats apart, all
- * hd wide. Head g's query is q + g hd and its output out + g hd:
+ * keys and values whose consecutive positions are kvs elements apart, all
+ * hd wide, stored as f32, or as f16 when kv_f16. Head g's query is
+ * q + g hd and its output out + g hd:
  * s_g[j] = scale * (q_g . k_j), s_g = softmax(s_g), out_g = sum_j
  * s_g[j] v_j. s: caller scratch of G * nk floats. out may overlap q
  * (the queries are read first), not k or v. The scalar one is the
  * reference (one head at a time); SIMD ones differ from it in rounding
  * only (FMA, other summation orders, their own exp). */
-typedef void (*tern_attn_fn)(const float *q, int64_t G, const float *k, const float *v,
-			     int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out);
+typedef void (*tern_attn_fn)(const float *q, int64_t G, const void *k, const void *v,
+			     bool kv_f16, int64_t kvs, int64_t nk, int64_t hd, float scale, float *s,
+			     float *out);
 
 /* One head of the scalar reference, which runs a group's heads one after
  * another (tern_attn_scalar). */
 void tern_attn_head_scalar(const float *q, const float *k, const float *v, int64_t kvs,
 			   int64_t nk, int64_t hd, float scale, float *s, float *out);
-void tern_attn_scalar(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
-		      int64_t nk, int64_t hd, float scale, float *s, float *out);
+void tern_attn_scalar(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
+		      int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out);
 
 typedef struct tern_kernels {
 	tern_kernel_path path;

@@ -738,6 +738,14 @@ static inline float avx2_hsum(__m256 x)
 	return _mm_cvtss_f32(s);
 }
 
+/* The first n (<= 8) f16 values at p as floats, the other lanes 0. */
+static inline __m256 avx2_load_h(const uint16_t *p, int64_t n)
+{
+	uint16_t t[8] = { 0 };
+	memcpy(t, p, (size_t)n * sizeof *p);
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t));
+}
+
 /* e^x for x <= 0, as exp_neg16 in kernels_avx512.c (Taylor series of
  * e^r to r^7), with 2^n built in the exponent bits: x below -87 (where e^x
  * nears the smallest normal float) and -inf give 0. */
@@ -826,6 +834,16 @@ static inline void hsum8_avx2(const __m256 *a, float scale, float *out)
 #define ZERO() _mm256_setzero_ps()
 #define LOAD(p) _mm256_loadu_ps(p)
 #define MLOAD(m, p) _mm256_maskload_ps((p), (m))
+/* KV element `off` of base, f32 or (f16) f16; masked: the first n lanes
+ * (f32 by the lane mask m, f16 through a zeroed copy: AVX2 has no 16-bit
+ * masked load). */
+#define KVLOAD(f16, base, off)                                                              \
+	((f16) ? _mm256_cvtph_ps(                                                           \
+			 _mm_loadu_si128((const __m128i *)((const uint16_t *)(base) + (off)))) \
+	       : _mm256_loadu_ps((const float *)(base) + (off)))
+#define KVMLOAD(f16, m, n, base, off)                                                       \
+	((f16) ? avx2_load_h(((const uint16_t *)(base) + (off)), (n))                           \
+	       : _mm256_maskload_ps((const float *)(base) + (off), (m)))
 #define STORE(p, x) _mm256_storeu_ps((p), (x))
 #define MSTORE(m, p, x) _mm256_maskstore_ps((p), (m), (x))
 #define FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
@@ -847,8 +865,11 @@ static inline void hsum8_avx2(const __m256 *a, float scale, float *out)
 #define ATT_OB 8
 #define ATT_VB 32
 
-static void attn_avx2(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
-		     int64_t nk, int64_t hd, float scale, float *s, float *out)
+/* The body, with keys and values read as f32 or (F16) as f16. KV offsets
+ * are in elements. */
+KINLINE void attn_body_avx2(const float *q, int64_t G, const void *k, const void *v,
+			   const int F16, int64_t kvs, int64_t nk, int64_t hd, float scale,
+			   float *s, float *out)
 {
 	const int64_t full = hd / VEC * VEC;
 	const MASKT tm = TAILMASK(hd - full);
@@ -856,7 +877,7 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 	 * memory and from L1 for the group's other heads. */
 	for (int64_t j = 0; j < nk; j += ATT_KB) {
 		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
-		const float *kj = k + j * kvs;
+		const int64_t kj = j * kvs;
 		for (int64_t g = 0; g < G; g++) {
 			const float *qg = q + g * hd;
 			VT acc[ATT_KB];
@@ -867,25 +888,32 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 				for (int64_t i = 0; i < full; i += VEC) {
 					const VT qv = LOAD(qg + i);
 #pragma GCC unroll 8
-					for (int r = 0; r < ATT_KB; r++)
-						acc[r] = FMA(qv, LOAD(kj + r * kvs + i), acc[r]);
+					for (int r = 0; r < ATT_KB; r++) {
+						const VT kv = KVLOAD(F16, k, kj + r * kvs + i);
+						acc[r] = FMA(qv, kv, acc[r]);
+					}
 				}
 				if (full < hd) {
 					const VT qv = MLOAD(tm, qg + full);
-					const float *kt = kj + full;
 #pragma GCC unroll 8
 					for (int r = 0; r < ATT_KB; r++)
-						acc[r] = FMA(qv, MLOAD(tm, kt + r * kvs), acc[r]);
+						acc[r] = FMA(qv,
+							     KVMLOAD(F16, tm, hd - full, k,
+								     kj + r * kvs + full),
+							     acc[r]);
 				}
 				HSUM8(acc, scale, s + g * nk + j);
 			} else {
 				for (int64_t r = 0; r < kb; r++) {
-					const float *kr = kj + r * kvs;
-					for (int64_t i = 0; i < full; i += VEC)
-						acc[r] = FMA(LOAD(qg + i), LOAD(kr + i), acc[r]);
+					const int64_t kr = kj + r * kvs;
+					for (int64_t i = 0; i < full; i += VEC) {
+						const VT kv = KVLOAD(F16, k, kr + i);
+						acc[r] = FMA(LOAD(qg + i), kv, acc[r]);
+					}
 					if (full < hd) {
 						const VT qt = MLOAD(tm, qg + full);
-						acc[r] = FMA(qt, MLOAD(tm, kr + full), acc[r]);
+						const VT kt = KVMLOAD(F16, tm, hd - full, k, kr + full);
+						acc[r] = FMA(qt, kt, acc[r]);
 					}
 					s[g * nk + j + r] = HSUM(acc[r]) * scale;
 				}
@@ -900,7 +928,8 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
 		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
 		const int64_t nv = (cw + VEC - 1) / VEC;
-		const MASKT cm = TAILMASK(cw - (nv - 1) * VEC);
+		const int64_t ct = cw - (nv - 1) * VEC; /* floats in the last vector */
+		const MASKT cm = TAILMASK(ct);
 		for (int64_t j0 = 0; j0 < nk; j0 += ATT_VB) {
 			const int64_t j1 = nk - j0 < ATT_VB ? nk : j0 + ATT_VB;
 			for (int64_t g = 0; g < G; g++) {
@@ -918,18 +947,24 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 				if (nv == ATT_OB && cw == ATT_OB * VEC) {
 					for (int64_t jj = j0; jj < j1; jj++) {
 						const VT pj = SET1(sg[jj]);
-						const float *vj = v + jj * kvs + c0;
+						const int64_t vj = jj * kvs + c0;
 #pragma GCC unroll 8
-						for (int u = 0; u < ATT_OB; u++)
-							o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+						for (int u = 0; u < ATT_OB; u++) {
+							const VT vv = KVLOAD(F16, v, vj + u * VEC);
+							o[u] = FMA(pj, vv, o[u]);
+						}
 					}
 				} else {
 					for (int64_t jj = j0; jj < j1; jj++) {
 						const VT pj = SET1(sg[jj]);
-						const float *vj = v + jj * kvs + c0;
-						for (int64_t u = 0; u + 1 < nv; u++)
-							o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
-						o[nv - 1] = FMA(pj, MLOAD(cm, vj + (nv - 1) * VEC),
+						const int64_t vj = jj * kvs + c0;
+						for (int64_t u = 0; u + 1 < nv; u++) {
+							const VT vv = KVLOAD(F16, v, vj + u * VEC);
+							o[u] = FMA(pj, vv, o[u]);
+						}
+						o[nv - 1] = FMA(pj,
+								KVMLOAD(F16, cm, ct, v,
+									vj + (nv - 1) * VEC),
 								o[nv - 1]);
 					}
 				}
@@ -939,6 +974,15 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 			}
 		}
 	}
+}
+
+static void attn_avx2(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
+		     int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	if (kv_f16)
+		attn_body_avx2(q, G, k, v, 1, kvs, nk, hd, scale, s, out);
+	else
+		attn_body_avx2(q, G, k, v, 0, kvs, nk, hd, scale, s, out);
 }
 #undef ATT_KB
 #undef ATT_OB
@@ -950,6 +994,8 @@ static void attn_avx2(const float *q, int64_t G, const float *k, const float *v,
 #undef ZERO
 #undef LOAD
 #undef MLOAD
+#undef KVLOAD
+#undef KVMLOAD
 #undef STORE
 #undef MSTORE
 #undef FMA

@@ -1387,6 +1387,14 @@ KINLINE void hsum8_avx512(const __m512 *a, float scale, float *out)
 #define ZERO() _mm512_setzero_ps()
 #define LOAD(p) _mm512_loadu_ps(p)
 #define MLOAD(m, p) _mm512_maskz_loadu_ps((m), (p))
+/* KV element `off` of base, f32 or (f16) f16; masked: the lanes of m. */
+#define KVLOAD(f16, base, off)                                                              \
+	((f16) ? _mm512_cvtph_ps(_mm256_loadu_si256(                                        \
+			 (const __m256i *)((const uint16_t *)(base) + (off))))                 \
+	       : _mm512_loadu_ps((const float *)(base) + (off)))
+#define KVMLOAD(f16, m, n, base, off)                                                       \
+	((f16) ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (const uint16_t *)(base) + (off))) \
+	       : _mm512_maskz_loadu_ps((m), (const float *)(base) + (off)))
 #define STORE(p, x) _mm512_storeu_ps((p), (x))
 #define MSTORE(m, p, x) _mm512_mask_storeu_ps((p), (m), (x))
 #define FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
@@ -1408,8 +1416,11 @@ KINLINE void hsum8_avx512(const __m512 *a, float scale, float *out)
 #define ATT_OB 8
 #define ATT_VB 32
 
-static void attn_avx512(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
-		     int64_t nk, int64_t hd, float scale, float *s, float *out)
+/* The body, with keys and values read as f32 or (F16) as f16. KV offsets
+ * are in elements. */
+KINLINE void attn_body_avx512(const float *q, int64_t G, const void *k, const void *v,
+			   const int F16, int64_t kvs, int64_t nk, int64_t hd, float scale,
+			   float *s, float *out)
 {
 	const int64_t full = hd / VEC * VEC;
 	const MASKT tm = TAILMASK(hd - full);
@@ -1417,7 +1428,7 @@ static void attn_avx512(const float *q, int64_t G, const float *k, const float *
 	 * memory and from L1 for the group's other heads. */
 	for (int64_t j = 0; j < nk; j += ATT_KB) {
 		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
-		const float *kj = k + j * kvs;
+		const int64_t kj = j * kvs;
 		for (int64_t g = 0; g < G; g++) {
 			const float *qg = q + g * hd;
 			VT acc[ATT_KB];
@@ -1428,25 +1439,32 @@ static void attn_avx512(const float *q, int64_t G, const float *k, const float *
 				for (int64_t i = 0; i < full; i += VEC) {
 					const VT qv = LOAD(qg + i);
 #pragma GCC unroll 8
-					for (int r = 0; r < ATT_KB; r++)
-						acc[r] = FMA(qv, LOAD(kj + r * kvs + i), acc[r]);
+					for (int r = 0; r < ATT_KB; r++) {
+						const VT kv = KVLOAD(F16, k, kj + r * kvs + i);
+						acc[r] = FMA(qv, kv, acc[r]);
+					}
 				}
 				if (full < hd) {
 					const VT qv = MLOAD(tm, qg + full);
-					const float *kt = kj + full;
 #pragma GCC unroll 8
 					for (int r = 0; r < ATT_KB; r++)
-						acc[r] = FMA(qv, MLOAD(tm, kt + r * kvs), acc[r]);
+						acc[r] = FMA(qv,
+							     KVMLOAD(F16, tm, hd - full, k,
+								     kj + r * kvs + full),
+							     acc[r]);
 				}
 				HSUM8(acc, scale, s + g * nk + j);
 			} else {
 				for (int64_t r = 0; r < kb; r++) {
-					const float *kr = kj + r * kvs;
-					for (int64_t i = 0; i < full; i += VEC)
-						acc[r] = FMA(LOAD(qg + i), LOAD(kr + i), acc[r]);
+					const int64_t kr = kj + r * kvs;
+					for (int64_t i = 0; i < full; i += VEC) {
+						const VT kv = KVLOAD(F16, k, kr + i);
+						acc[r] = FMA(LOAD(qg + i), kv, acc[r]);
+					}
 					if (full < hd) {
 						const VT qt = MLOAD(tm, qg + full);
-						acc[r] = FMA(qt, MLOAD(tm, kr + full), acc[r]);
+						const VT kt = KVMLOAD(F16, tm, hd - full, k, kr + full);
+						acc[r] = FMA(qt, kt, acc[r]);
 					}
 					s[g * nk + j + r] = HSUM(acc[r]) * scale;
 				}
@@ -1461,7 +1479,8 @@ static void attn_avx512(const float *q, int64_t G, const float *k, const float *
 	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
 		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
 		const int64_t nv = (cw + VEC - 1) / VEC;
-		const MASKT cm = TAILMASK(cw - (nv - 1) * VEC);
+		const int64_t ct = cw - (nv - 1) * VEC; /* floats in the last vector */
+		const MASKT cm = TAILMASK(ct);
 		for (int64_t j0 = 0; j0 < nk; j0 += ATT_VB) {
 			const int64_t j1 = nk - j0 < ATT_VB ? nk : j0 + ATT_VB;
 			for (int64_t g = 0; g < G; g++) {
@@ -1479,18 +1498,24 @@ static void attn_avx512(const float *q, int64_t G, const float *k, const float *
 				if (nv == ATT_OB && cw == ATT_OB * VEC) {
 					for (int64_t jj = j0; jj < j1; jj++) {
 						const VT pj = SET1(sg[jj]);
-						const float *vj = v + jj * kvs + c0;
+						const int64_t vj = jj * kvs + c0;
 #pragma GCC unroll 8
-						for (int u = 0; u < ATT_OB; u++)
-							o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
+						for (int u = 0; u < ATT_OB; u++) {
+							const VT vv = KVLOAD(F16, v, vj + u * VEC);
+							o[u] = FMA(pj, vv, o[u]);
+						}
 					}
 				} else {
 					for (int64_t jj = j0; jj < j1; jj++) {
 						const VT pj = SET1(sg[jj]);
-						const float *vj = v + jj * kvs + c0;
-						for (int64_t u = 0; u + 1 < nv; u++)
-							o[u] = FMA(pj, LOAD(vj + u * VEC), o[u]);
-						o[nv - 1] = FMA(pj, MLOAD(cm, vj + (nv - 1) * VEC),
+						const int64_t vj = jj * kvs + c0;
+						for (int64_t u = 0; u + 1 < nv; u++) {
+							const VT vv = KVLOAD(F16, v, vj + u * VEC);
+							o[u] = FMA(pj, vv, o[u]);
+						}
+						o[nv - 1] = FMA(pj,
+								KVMLOAD(F16, cm, ct, v,
+									vj + (nv - 1) * VEC),
 								o[nv - 1]);
 					}
 				}
@@ -1500,6 +1525,15 @@ static void attn_avx512(const float *q, int64_t G, const float *k, const float *
 			}
 		}
 	}
+}
+
+static void attn_avx512(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
+		     int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	if (kv_f16)
+		attn_body_avx512(q, G, k, v, 1, kvs, nk, hd, scale, s, out);
+	else
+		attn_body_avx512(q, G, k, v, 0, kvs, nk, hd, scale, s, out);
 }
 #undef ATT_KB
 #undef ATT_OB
@@ -1511,6 +1545,8 @@ static void attn_avx512(const float *q, int64_t G, const float *k, const float *
 #undef ZERO
 #undef LOAD
 #undef MLOAD
+#undef KVLOAD
+#undef KVMLOAD
 #undef STORE
 #undef MSTORE
 #undef FMA

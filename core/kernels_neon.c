@@ -503,10 +503,15 @@ static void neon_attn_head(const float *q, const float *k, const float *v, int64
 #undef ATT_KB
 #undef ATT_OB
 
-/* The heads of a group one after another (tern_attn_fn). */
-static void neon_attn(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
-		      int64_t nk, int64_t hd, float scale, float *s, float *out)
+/* The heads of a group one after another (tern_attn_fn); an f16 cache
+ * goes through the scalar reference (not tuned for NEON yet). */
+static void neon_attn(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
+		      int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
 {
+	if (kv_f16) {
+		tern_attn_scalar(q, G, k, v, true, kvs, nk, hd, scale, s, out);
+		return;
+	}
 	for (int64_t g = 0; g < G; g++)
 		neon_attn_head(q + g * hd, k, v, kvs, nk, hd, scale, s, out + g * hd);
 }

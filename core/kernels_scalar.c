@@ -345,11 +345,37 @@ void tern_attn_head_scalar(const float *q, const float *k, const float *v, int64
 		axpy(out, s[j], v + j * kvs, hd);
 }
 
-void tern_attn_scalar(const float *q, int64_t G, const float *k, const float *v, int64_t kvs,
-		      int64_t nk, int64_t hd, float scale, float *s, float *out)
+/* One head over an f16 cache: each dot and each output element summed in
+ * order, in float, from the converted values. */
+static void attn_head_f16_scalar(const float *q, const uint16_t *k, const uint16_t *v,
+				 int64_t kvs, int64_t nk, int64_t hd, float scale, float *s,
+				 float *out)
 {
-	for (int64_t g = 0; g < G; g++)
-		tern_attn_head_scalar(q + g * hd, k, v, kvs, nk, hd, scale, s, out + g * hd);
+	for (int64_t j = 0; j < nk; j++) {
+		float d = 0.0f;
+		for (int64_t i = 0; i < hd; i++)
+			d += q[i] * tern_f16_to_f32(k[j * kvs + i]);
+		s[j] = d * scale;
+	}
+	tern_softmax(s, nk);
+	for (int64_t i = 0; i < hd; i++) {
+		float o = 0.0f;
+		for (int64_t j = 0; j < nk; j++)
+			o += s[j] * tern_f16_to_f32(v[j * kvs + i]);
+		out[i] = o;
+	}
+}
+
+void tern_attn_scalar(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
+		      int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
+{
+	for (int64_t g = 0; g < G; g++) {
+		if (kv_f16)
+			attn_head_f16_scalar(q + g * hd, k, v, kvs, nk, hd, scale, s, out + g * hd);
+		else
+			tern_attn_head_scalar(q + g * hd, k, v, kvs, nk, hd, scale, s,
+					      out + g * hd);
+	}
 }
 
 static const tern_kernels scalar_table = {

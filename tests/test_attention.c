@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "tern/ops.h"
+#include "tern/tensor.h"
 #include "testutil.h"
 
 #define U (1.0 / 16777216.0)
@@ -79,6 +80,7 @@ static void check_reference(const tern_attn_params *p, const float *q, const flo
 }
 
 static float Q[8192], K[8192], V[8192], O[8192], O2[8192], S[512];
+static uint16_t KH[8192], VH[8192];
 
 static void run_case(int64_t n_q, int64_t n_kv, int64_t nh, int64_t nkv, int64_t hd,
 		     int64_t q_pos0, bool causal, uint64_t seed)
@@ -295,7 +297,8 @@ Test(attention, per_kv_head_calls_equal_one_call)
  * kernels (FMA, VEC-wide slices, masked tails, blocks of 8 keys, out in
  * chunks of 8 vectors, a kv head's query heads together) against the same
  * double reference, on head sizes around every slice and chunk edge, key
- * counts around the block, and groups of 2 and 5 query heads. */
+ * counts around the block, groups of 2 and 5 query heads, and keys and
+ * values in f32 and in f16 (the reference then takes the rounded values). */
 Test(attention, every_kernel_path_matches_naive_reference)
 {
 	static const char *paths[] = { "scalar", "avx2", "avx512", "neon" };
@@ -329,8 +332,19 @@ Test(attention, every_kernel_path_matches_naive_reference)
 					fill(&r, Q, nq * nh * hd, (float)amp);
 					fill(&r, K, n_kv * nkv * hd, (float)amp);
 					fill(&r, V, n_kv * nkv * hd, 1.0f);
-					int rc = tern_attention_ctx(ctx, &p, Q, K, V, O, S);
+					const tern_dtype F32 = TERN_DTYPE_F32, F16 = TERN_DTYPE_F16;
+					int rc = tern_attention_ctx(ctx, &p, Q, F32, K, V, O, S);
 					cr_assert(rc == TERN_OK, "%s", paths[pi]);
+					check_reference(&p, Q, K, V, O);
+					/* An f16 cache: the reference on the rounded values. */
+					for (int64_t e = 0; e < n_kv * nkv * hd; e++) {
+						KH[e] = tern_f32_to_f16(K[e]);
+						VH[e] = tern_f32_to_f16(V[e]);
+						K[e] = tern_f16_to_f32(KH[e]);
+						V[e] = tern_f16_to_f32(VH[e]);
+					}
+					rc = tern_attention_ctx(ctx, &p, Q, F16, KH, VH, O, S);
+					cr_assert(rc == TERN_OK, "%s f16", paths[pi]);
 					check_reference(&p, Q, K, V, O);
 				}
 			}
@@ -339,5 +353,9 @@ Test(attention, every_kernel_path_matches_naive_reference)
 	}
 	cr_assert(ran >= 1, "not even the scalar path ran");
 	tern_attn_params p = params(1, 1, 1, 1, 8, 0, true);
-	cr_assert(tern_attention_ctx(NULL, &p, Q, K, V, O, S) == TERN_E_INVALID);
+	cr_assert(tern_attention_ctx(NULL, &p, Q, TERN_DTYPE_F32, K, V, O, S) == TERN_E_INVALID);
+	tern_ctx *ctx = NULL;
+	cr_assert(tern_ctx_new(NULL, &ctx) == TERN_OK);
+	cr_assert(tern_attention_ctx(ctx, &p, Q, TERN_DTYPE_BF16, K, V, O, S) == TERN_E_INVALID);
+	tern_ctx_free(ctx);
 }

@@ -246,6 +246,55 @@ Test(generate, cli_dump_logits_matches_llama_cpp)
 	free(ref_path);
 }
 
+/* --kv-type f16 through the CLI: the dumped logits move off llama.cpp's
+ * (f32 cache) by the f16 rounding only (tests/test_text.c measures 4.8e-4
+ * of the largest logit; bound 2e-3), yet do move; a type other than f32
+ * and f16 is a usage error (2), and the bundled bitllama2c model, whose
+ * runner keeps f32, refuses f16 with a message (1). */
+Test(generate, cli_kv_type_f16_is_used_and_checked)
+{
+	char *m = shared(TINY), *ref_path = shared("llama.cpp/tiny-f32.logits.kvf32.bin");
+	char tmp[] = "/tmp/tern-gen-logits-XXXXXX";
+	int fd = mkstemp(tmp);
+	size_t len, rlen;
+
+	cr_assert(fd >= 0);
+	close(fd);
+	const char *args[] = { "generate", "-t", "1", "-m", m, "--prompt-ids",
+			       "1,17,42,99,200,311,5,7", "-n", "0", "--kv-type", "f16",
+			       "--dump-logits", tmp, NULL };
+	cli_out r = run_cli(args);
+	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+	float *got = slurp(tmp, &len), *ref = slurp(ref_path, &rlen);
+	cr_assert_eq(len, rlen, "%zu bytes, expected %zu", len, rlen);
+	double d = rel_diff(got, ref, N_TOK * N_VOCAB);
+	cr_expect_leq(d, 2e-3, "relative difference %g", d);
+	cr_expect_gt(d, 1e-6, "relative difference %g: the f16 cache was not used", d);
+	unlink(tmp);
+	cli_free(&r);
+	free(got);
+	free(ref);
+
+	const char *bad[] = { "generate", "-m", m, "-p", "x", "--kv-type", "bf16", NULL };
+	r = run_cli(bad);
+	cr_expect_eq(r.status, 2);
+	cr_expect_not_null(strstr(r.err, "--kv-type"), "stderr: %s", r.err);
+	cli_free(&r);
+
+	char model_path[4096];
+	snprintf(model_path, sizeof model_path, "%s", tu_srcpath("models/bitllama2c-3M.tern"));
+	if (access(model_path, R_OK) == 0) {
+		const char *l2c[] = { "generate", "-t", "1", "-m", model_path, "-n", "4",
+				      "--kv-type", "f16", NULL };
+		r = run_cli(l2c);
+		cr_expect_eq(r.status, 1);
+		cr_expect_not_null(strstr(r.err, "f32 KV cache"), "stderr: %s", r.err);
+		cli_free(&r);
+	}
+	free(m);
+	free(ref_path);
+}
+
 /* ---- greedy generation ---------------------------------------------------- */
 
 typedef struct collect {
@@ -798,6 +847,7 @@ Test(generate, cli_bench_model_json_is_consistent)
 	cr_expect(fabs(pct - tg * (double)bytes / 1e10 * 100) <= 0.01 + 1e-3 * pct, "pct %f", pct);
 	cr_expect(lo == pct && hi == pct, "one run: range %f..%f, pct %f", lo, hi, pct);
 	cr_expect_gt(rss, (long long)expect);
+	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f32\"}"), "%s", r.out);
 	cli_free(&r);
 
 	/* With the probes: each of 3 decode runs is paired with its own

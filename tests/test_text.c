@@ -329,6 +329,100 @@ Test(text, incremental_decoding_matches_batch_ternary)
 	check_incremental("llama.cpp/tiny-tq2_0.gguf");
 }
 
+/* Layer 0's keys and values as traced (f32, after RoPE), by position. */
+typedef struct kv_capture {
+	float k[N_TOK * 128], v[N_TOK * 128];
+	int64_t kw, pos_k, pos_v;
+} kv_capture;
+
+static void capture_kv(void *user, const char *name, int64_t layer, const float *data,
+		       int64_t n, int64_t width)
+{
+	kv_capture *c = user;
+	if (layer != 0 || width > 128)
+		return;
+	c->kw = width;
+	if (strcmp(name, "Kcur") == 0) {
+		memcpy(c->k + c->pos_k * width, data, sizeof(float) * (size_t)(n * width));
+		c->pos_k += n;
+	} else if (strcmp(name, "Vcur") == 0) {
+		memcpy(c->v + c->pos_v * width, data, sizeof(float) * (size_t)(n * width));
+		c->pos_v += n;
+	}
+}
+
+/* An f16 KV cache: every key and value of layer 0 is stored as the f16
+ * rounding of the f32 value the layer computed (traced), prefill of 4
+ * then 4 single steps match one batch as closely as with f32 (the same
+ * rounded values are read either way), and the logits stay near
+ * llama.cpp's, which keeps f32: f16 holds each element to 2^-11 relative,
+ * which moved this model's logits by 4.8e-4 of the largest (measured);
+ * the bound is 4x that, against O(1) for a wrong layout or type. */
+Test(text, f16_kv_cache_rounds_what_f32_would_hold)
+{
+	const char *gguf = "llama.cpp/tiny-f32.gguf";
+	float *batch = run_prompt(gguf);
+	float *ref = read_logits("llama.cpp/tiny-f32.logits.kvf32.bin");
+	loaded L = load(gguf, 64, 0);
+	text_state_free(L.state);
+	cr_assert_eq(text_state_new_kv(ctx, L.model, 64, 0, TERN_DTYPE_F16, &L.state), TERN_OK,
+		     "%s", tern_ctx_errmsg(ctx));
+	kv_capture cap = { .pos_k = 0 };
+	L.state->trace = capture_kv;
+	L.state->trace_user = &cap;
+	float step[N_TOK * N_VOCAB];
+	cr_assert_eq(text_forward(ctx, L.model, L.state, prompt, 4, step, true), TERN_OK);
+	for (int t = 4; t < N_TOK; t++)
+		cr_assert_eq(text_forward(ctx, L.model, L.state, prompt + t, 1, step + t * N_VOCAB,
+					  false),
+			     TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(cap.pos_k, N_TOK);
+	cr_assert_eq(cap.pos_v, N_TOK);
+	const uint16_t *kh = L.state->k_cache, *vh = L.state->v_cache;
+	for (int64_t i = 0; i < N_TOK * cap.kw; i++) {
+		cr_assert_eq(kh[i], tern_f32_to_f16(cap.k[i]), "k[%lld]", (long long)i);
+		cr_assert_eq(vh[i], tern_f32_to_f16(cap.v[i]), "v[%lld]", (long long)i);
+	}
+	/* The same f16 cache filled in one batch. */
+	loaded B = load(gguf, 64, 0);
+	text_state_free(B.state);
+	cr_assert_eq(text_state_new_kv(ctx, B.model, 64, 0, TERN_DTYPE_F16, &B.state), TERN_OK);
+	float *one = malloc(sizeof(float) * N_TOK * N_VOCAB);
+	cr_assert_eq(text_forward(ctx, B.model, B.state, prompt, N_TOK, one, true), TERN_OK);
+	double worst = 0, moved = 0;
+	for (int t = 0; t < N_TOK; t++) {
+		const float *a = step + t * N_VOCAB;
+		double m = max_abs(ref + t * N_VOCAB, N_VOCAB);
+		double rel = max_diff(a, one + t * N_VOCAB, N_VOCAB) / m;
+		cr_assert_leq(rel, 1e-5, "position %d: incremental vs batch %.3g", t, rel);
+		worst = fmax(worst, max_diff(a, ref + t * N_VOCAB, N_VOCAB) / m);
+		moved = fmax(moved, max_diff(a, batch + t * N_VOCAB, N_VOCAB) / m);
+	}
+	cr_log_info("f16 KV: max|diff|/max|ref| %.3g vs llama.cpp, %.3g vs our f32 cache", worst,
+		    moved);
+	cr_assert_gt(moved, 0.0, "the f16 cache changed nothing: is it used?");
+	cr_assert_leq(worst, 2e-3, "f16 KV logits %.3g of the largest from llama.cpp's", worst);
+	free(one);
+	unload(&B);
+	unload(&L);
+	free(ref);
+	free(batch);
+}
+
+/* The cache holds f32 or f16 only (tests/test_cli.c: bitllama2c refuses
+ * f16). */
+Test(text, kv_cache_types_are_checked)
+{
+	loaded L = load("llama.cpp/tiny-f32.gguf", 64, 0);
+	text_state *s = NULL;
+	cr_assert_eq(text_state_new_kv(ctx, L.model, 64, 0, TERN_DTYPE_I8, &s),
+		     TERN_E_UNSUPPORTED);
+	cr_assert_null(s);
+	cr_assert(strstr(tern_ctx_errmsg(ctx), "int8") || strstr(tern_ctx_errmsg(ctx), "i8"),
+		  "%s", tern_ctx_errmsg(ctx));
+	unload(&L);
+}
+
 /* A batch limit smaller than the prompt splits the prefill into chunks. */
 Test(text, chunked_prefill_matches_one_batch)
 {

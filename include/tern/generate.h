@@ -132,6 +132,13 @@ typedef struct tern_session tern_session;
  * (accepts NULL). */
 TERN_API int tern_session_new(tern_ctx *ctx, const tern_lm *lm, int32_t n_ctx,
 			      tern_session **out);
+/* The same with the KV cache held as kv_type: TERN_DTYPE_F32 (as
+ * tern_session_new) or TERN_DTYPE_F16, half the memory and half the bytes
+ * attention reads per token deep in a context, keys and values rounded to
+ * f16 (as llama.cpp's default cache). TERN_E_UNSUPPORTED, with a message,
+ * when the model's plugin does not keep that type. */
+TERN_API int tern_session_new_kv(tern_ctx *ctx, const tern_lm *lm, int32_t n_ctx,
+				 tern_dtype kv_type, tern_session **out);
 TERN_API void tern_session_free(tern_session *s);
 TERN_API int32_t tern_session_n_ctx(const tern_session *s);
 /* Positions in the cache. */
@@ -190,6 +197,10 @@ typedef struct tern_generate_params {
 	tern_logits_fn prompt_logits; /* NULL: not wanted (default) */
 	void *prompt_logits_user;
 	tern_generate_stats *stats;   /* out, may be NULL */
+	/* Appended later: a struct_size that ends before a field leaves it
+	 * at its default. */
+	tern_dtype kv_type;        /* tern_generate's KV cache: TERN_DTYPE_F32 (default) or
+	                              TERN_DTYPE_F16 (tern_session_new_kv) */
 } tern_generate_params;
 
 /* The defaults above. */

@@ -161,6 +161,14 @@ typedef struct tern_lm_iface {
 			 int logits, float *out);
 	/* The input embeddings of ids into out[n][n_embd]. May be NULL. */
 	int (*embed)(const void *lm, tern_ctx *ctx, const int32_t *ids, int32_t n, float *out);
+
+	/* ---- appended to version 1 later: check with TERN_LM_HAS ---- */
+	/* session_new with the KV cache held as kv_type: TERN_DTYPE_F32 (as
+	 * session_new) or TERN_DTYPE_F16 (half the memory and the bytes a
+	 * step reads at depth; keys and values rounded to f16). A type the
+	 * provider does not keep: TERN_E_UNSUPPORTED. May be NULL (f32 only). */
+	int (*session_new_kv)(const void *lm, tern_ctx *ctx, int32_t n_ctx, int32_t n_batch,
+			      tern_dtype kv_type, tern_lm_session **out);
 } tern_lm_iface;
 
 /* Whether an interface table is large enough to hold `field`. */

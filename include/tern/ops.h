@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tern/tensor.h"
 #include "tern/tern.h"
 
 #ifdef __cplusplus
@@ -80,14 +81,17 @@ TERN_API int tern_attention(const tern_attn_params *p, const float *q, const flo
 
 /* The same on ctx's kernel path (tern_ctx_kernel), taking the query heads
  * that share a kv head together so its keys and values are read once:
- * scratch must hold n_kv * (n_heads / n_kv_heads) floats. The SIMD paths
+ * scratch must hold n_kv * (n_heads / n_kv_heads) floats. k and v hold
+ * kv_type elements, TERN_DTYPE_F32 or TERN_DTYPE_F16 (an f16 KV cache;
+ * strides still count elements). The SIMD paths
  * use FMA, wider accumulators and their own exp, so results differ from
  * tern_attention's in the last bits; a path gives the same results every
  * run. Only reads ctx, so threads of ctx's pool (or any threads) may call
- * it at once, each with its own scratch. TERN_E_INVALID for a NULL ctx,
- * else as tern_attention. */
+ * it at once, each with its own scratch. TERN_E_INVALID for a NULL ctx or
+ * another kv_type, else as tern_attention. */
 TERN_API int tern_attention_ctx(const tern_ctx *ctx, const tern_attn_params *p, const float *q,
-				const float *k, const float *v, float *out, float *scratch);
+				tern_dtype kv_type, const void *k, const void *v, float *out,
+				float *scratch);
 
 /* Patch embedding: a convolution with stride = kernel = patch, as a matmul.
  * img [C][H][W] float (planar); H, W multiples of patch. w [D][C*patch*patch]

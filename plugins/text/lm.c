@@ -444,8 +444,8 @@ static int lm_chat_format(const void *p, tern_ctx *ctx, const tern_chat_msg *msg
 
 /* ---- sessions ---------------------------------------------------------------- */
 
-static int lm_session_new(const void *p, tern_ctx *ctx, int32_t n_ctx, int32_t n_batch,
-			  tern_lm_session **out)
+static int lm_session_new_kv(const void *p, tern_ctx *ctx, int32_t n_ctx, int32_t n_batch,
+			     tern_dtype kv_type, tern_lm_session **out)
 {
 	const text_lm *lm = p;
 	tern_lm_session *s;
@@ -461,13 +461,19 @@ static int lm_session_new(const void *p, tern_ctx *ctx, int32_t n_ctx, int32_t n
 	if (!s)
 		return tern_error(ctx, TERN_E_NOMEM, "text: out of memory");
 	s->lm = lm;
-	rc = text_state_new(ctx, lm->model, n_ctx, n_batch, &s->st);
+	rc = text_state_new_kv(ctx, lm->model, n_ctx, n_batch, kv_type, &s->st);
 	if (rc) {
 		free(s);
 		return rc;
 	}
 	*out = s;
 	return TERN_OK;
+}
+
+static int lm_session_new(const void *p, tern_ctx *ctx, int32_t n_ctx, int32_t n_batch,
+			  tern_lm_session **out)
+{
+	return lm_session_new_kv(p, ctx, n_ctx, n_batch, TERN_DTYPE_F32, out);
 }
 
 static void lm_session_free(tern_lm_session *s)
@@ -557,4 +563,5 @@ const tern_lm_iface text_lm_iface = {
 	/* Needs a forward entry taking embeddings from model.c. */
 	.eval_embd = NULL,
 	.embed = lm_embed,
+	.session_new_kv = lm_session_new_kv,
 };

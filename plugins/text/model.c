@@ -449,6 +449,8 @@ void text_state_free(text_state *s)
 		return;
 	tern_free(s->k_cache);
 	tern_free(s->v_cache);
+	tern_free(s->kbuf);
+	tern_free(s->vbuf);
 	tern_free(s->x);
 	tern_free(s->xb);
 	tern_free(s->q);
@@ -487,8 +489,21 @@ static float *alloc_floats(int64_t a, int64_t b, int *rc)
 int text_state_new(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t n_batch,
 		   text_state **out)
 {
+	return text_state_new_kv(ctx, m, n_ctx, n_batch, TERN_DTYPE_F32, out);
+}
+
+int text_state_new_kv(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t n_batch,
+		      tern_dtype kv_type, text_state **out)
+{
 	*out = NULL;
 	const text_config *c = &m->cfg;
+	if (kv_type != TERN_DTYPE_F32 && kv_type != TERN_DTYPE_F16)
+		return tern_error(ctx, TERN_E_UNSUPPORTED, "text: a KV cache of %s (f32 or f16 only)",
+				  tern_dtype_name(kv_type));
+	if (kv_type == TERN_DTYPE_F16 && c->arch == TEXT_ARCH_BITLLAMA2C)
+		return tern_error(ctx, TERN_E_UNSUPPORTED,
+				  "text: bitllama2c models keep an f32 KV cache (their runner's "
+				  "float steps are followed one for one)");
 	if (n_ctx == 0)
 		n_ctx = c->n_ctx;
 	if (n_batch == 0)
@@ -508,10 +523,17 @@ int text_state_new(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t n_
 		return tern_error(ctx, TERN_E_NOMEM, "text: out of memory");
 	s->n_ctx = n_ctx;
 	s->n_batch = n_batch;
+	s->kv_type = kv_type;
 	int rc = TERN_OK;
-	/* n_layers * n_ctx cannot overflow: both are bounded well below 2^32. */
-	s->k_cache = alloc_floats(c->n_layers * n_ctx, KW, &rc);
-	s->v_cache = alloc_floats(c->n_layers * n_ctx, KW, &rc);
+	/* n_layers * n_ctx cannot overflow: both are bounded well below 2^32.
+	 * An f16 cache takes half the floats' bytes. */
+	const int64_t kv_rows = kv_type == TERN_DTYPE_F16 ? (KW + 1) / 2 : KW;
+	s->k_cache = alloc_floats(c->n_layers * n_ctx, kv_rows, &rc);
+	s->v_cache = alloc_floats(c->n_layers * n_ctx, kv_rows, &rc);
+	if (kv_type == TERN_DTYPE_F16) {
+		s->kbuf = alloc_floats(n_batch, KW, &rc);
+		s->vbuf = alloc_floats(n_batch, KW, &rc);
+	}
 	s->x = alloc_floats(n_batch, c->n_embd, &rc);
 	s->xb = alloc_floats(n_batch, c->n_embd > QW ? c->n_embd : QW, &rc);
 	s->q = alloc_floats(n_batch, QW, &rc);
@@ -807,7 +829,9 @@ static int rope_rows(const text_config *c, float *x, int64_t n_heads, int64_t po
 typedef struct attn_job {
 	const tern_ctx *ctx;
 	const text_config *c;
-	const float *q, *k, *v; /* q [n][QW]; k, v: this layer's cache from position 0 */
+	const float *q;         /* [n][QW] */
+	tern_dtype kv_type;
+	const void *k, *v;      /* this layer's cache from position 0 */
 	float *out;             /* [n][QW] */
 	int64_t n, pos0, n_ctx;
 	float *scratch;         /* nth rows of n_ctx floats */
@@ -854,8 +878,10 @@ static void attn_fn(void *arg, int ith, int nth)
 			.scale = 1.0f / sqrtf((float)hd),
 			.q_stride = QW, .kv_stride = KW, .out_stride = QW,
 		};
-		int rc = tern_attention_ctx(j->ctx, &p, j->q + t * QW + h * hd,
-					    j->k + (h / group) * hd, j->v + (h / group) * hd,
+		const size_t esz = j->kv_type == TERN_DTYPE_F16 ? 2 : 4;
+		const size_t off = (size_t)((h / group) * hd) * esz;
+		int rc = tern_attention_ctx(j->ctx, &p, j->q + t * QW + h * hd, j->kv_type,
+					    (const char *)j->k + off, (const char *)j->v + off,
 					    j->out + t * QW + h * hd, scratch);
 		if (rc)
 			atomic_store(&j->rc, rc);
@@ -976,8 +1002,17 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 	int rc = TERN_OK;
 	for (int64_t l = 0; l < c->n_layers && rc == TERN_OK; l++) {
 		const text_layer *ly = &m->w.layers[l];
-		float *kc = s->k_cache + (size_t)l * (size_t)s->n_ctx * (size_t)KW;
-		float *vc = s->v_cache + (size_t)l * (size_t)s->n_ctx * (size_t)KW;
+		/* The layer's cache, and where this chunk's keys and values are
+		 * computed: in place in an f32 cache, else in kbuf/vbuf, rounded
+		 * into the f16 cache after RoPE. */
+		const bool f16 = s->kv_type == TERN_DTYPE_F16;
+		const size_t loff = (size_t)l * (size_t)s->n_ctx * (size_t)KW;
+		float *kc = f16 ? NULL : (float *)s->k_cache + loff;
+		float *vc = f16 ? NULL : (float *)s->v_cache + loff;
+		uint16_t *kh = f16 ? (uint16_t *)s->k_cache + loff : NULL;
+		uint16_t *vh = f16 ? (uint16_t *)s->v_cache + loff : NULL;
+		float *knew = f16 ? s->kbuf : kc + pos0 * KW;
+		float *vnew = f16 ? s->vbuf : vc + pos0 * KW;
 
 		row_job rj = { .op = ROW_NORM, .c = c, .w = ly->attn_norm, .x = s->x, .y = s->xb,
 			       .n = n, .width = E };
@@ -986,24 +1021,30 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 
 		const tern_tensor *qkv[3] = { ly->wq, ly->wk, ly->wv };
 		const float qkv_scale[3] = { ly->scale_q, ly->scale_k, ly->scale_v };
-		float *const qkv_out[3] = { s->q, kc + pos0 * KW, vc + pos0 * KW };
+		float *const qkv_out[3] = { s->q, knew, vnew };
 		const int64_t qkv_ld[3] = { QW, KW, KW };
 		if ((rc = linear_any(ctx, c, 3, qkv, qkv_scale, s->xb, n, E, qkv_out, qkv_ld)))
 			break;
 		rj = (row_job){ .op = ROW_ROPE, .c = c, .x = s->q, .n = n, .width = QW,
-				.pos0 = pos0, .k = kc + pos0 * KW, .kw = KW };
+				.pos0 = pos0, .k = knew, .kw = KW };
 		if ((rc = rows_run(ctx, &rj)))
 			break;
 		trace(s, "Qcur", l, s->q, n, QW);
-		trace(s, "Kcur", l, kc + pos0 * KW, n, KW);
-		trace(s, "Vcur", l, vc + pos0 * KW, n, KW);
+		trace(s, "Kcur", l, knew, n, KW);
+		trace(s, "Vcur", l, vnew, n, KW);
+		if (f16)
+			for (int64_t i = 0; i < n * KW; i++) {
+				kh[pos0 * KW + i] = tern_f32_to_f16(knew[i]);
+				vh[pos0 * KW + i] = tern_f32_to_f16(vnew[i]);
+			}
 
 		if (c->arch == TEXT_ARCH_BITLLAMA2C) {
 			attn_l2c(c, s->q, kc, vc, s->att, n, pos0, scratch);
 		} else {
-			attn_job aj = { .ctx = ctx, .c = c, .q = s->q, .k = kc, .v = vc,
-					.out = s->att, .n = n, .pos0 = pos0, .n_ctx = s->n_ctx,
-					.scratch = scratch };
+			attn_job aj = { .ctx = ctx, .c = c, .q = s->q, .kv_type = s->kv_type,
+					.k = f16 ? (const void *)kh : kc,
+					.v = f16 ? (const void *)vh : vc, .out = s->att, .n = n,
+					.pos0 = pos0, .n_ctx = s->n_ctx, .scratch = scratch };
 			atomic_init(&aj.rc, TERN_OK);
 			atomic_init(&aj.next, 0);
 			if (nth > 1 && n * c->n_heads > 1)

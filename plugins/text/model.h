@@ -120,8 +120,11 @@ typedef struct text_state {
 	int64_t n_ctx;      /* capacity of the KV cache, in positions */
 	int64_t n_batch;    /* most tokens one pass of the layers takes */
 	int64_t pos;        /* positions already in the cache */
-	float *k_cache;     /* [n_layers][n_ctx][n_kv_heads * head_dim], after RoPE */
-	float *v_cache;     /* [n_layers][n_ctx][n_kv_heads * head_dim] */
+	tern_dtype kv_type; /* of the cache: TERN_DTYPE_F32 or TERN_DTYPE_F16 */
+	void *k_cache;      /* [n_layers][n_ctx][n_kv_heads * head_dim], after RoPE */
+	void *v_cache;      /* [n_layers][n_ctx][n_kv_heads * head_dim] */
+	float *kbuf, *vbuf; /* f16 cache only: [n_batch][n_kv_heads * head_dim], the
+	                       chunk's new keys (RoPE applied here) and values in f32 */
 	float *x;           /* [n_batch][n_embd] residual stream */
 	float *xb;          /* [n_batch][max(n_embd, n_heads * head_dim)] normed input / projection out */
 	float *q;           /* [n_batch][n_heads * head_dim] */
@@ -163,6 +166,13 @@ void text_model_free(text_model *m);
  * tokens per pass (0: 512). Free with text_state_free. */
 int text_state_new(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t n_batch,
 		   text_state **out);
+/* The same with the KV cache in kv_type: TERN_DTYPE_F32 (text_state_new)
+ * or TERN_DTYPE_F16, which halves the cache and the bytes attention
+ * reads; keys and values are rounded to f16 as they are stored. Another
+ * type, or f16 with a bitllama2c model (whose runner keeps f32), gives
+ * TERN_E_UNSUPPORTED. */
+int text_state_new_kv(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t n_batch,
+		      tern_dtype kv_type, text_state **out);
 /* Accepts NULL. */
 void text_state_free(text_state *s);
 /* Forget the sequence (the cache is overwritten as new tokens arrive). */

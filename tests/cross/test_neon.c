@@ -425,7 +425,7 @@ static void i4_cases(const tern_kernels *ref, const tern_kernels *neon, tu_rng *
  * apart with junk between heads; out lies past a NaN guard.
  */
 static void attn_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng *rng, int64_t hd,
-		      int64_t nk)
+		      int64_t nk, bool f16)
 {
 	const double U = FLT_EPSILON / 2;
 	const int64_t kvs = hd + tu_int(rng, 0, 5);
@@ -437,9 +437,18 @@ static void attn_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng 
 	double *p = xcalloc((size_t)nk, sizeof(double));
 	for (int64_t i = 0; i < hd; i++)
 		q[i] = tu_normal(rng);
+	uint16_t *kh = xcalloc((size_t)(nk * kvs), sizeof(uint16_t));
+	uint16_t *vh = xcalloc((size_t)(nk * kvs), sizeof(uint16_t));
 	for (int64_t i = 0; i < nk * kvs; i++) {
 		k[i] = tu_normal(rng);
 		v[i] = tu_normal(rng);
+		/* An f16 cache: the reference takes the rounded values. */
+		kh[i] = tern_f32_to_f16(k[i]);
+		vh[i] = tern_f32_to_f16(v[i]);
+		if (f16) {
+			k[i] = tern_f16_to_f32(kh[i]);
+			v[i] = tern_f16_to_f32(vh[i]);
+		}
 	}
 	const float scale = 1.0f / sqrtf((float)hd);
 	double mx = -INFINITY, sum = 0, dmax = 0;
@@ -460,7 +469,10 @@ static void attn_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng 
 	for (int pass = 0; pass < 2 && ok; pass++) {
 		const tern_kernels *kt = pass ? neon : ref;
 		out[hd] = NAN;
-		kt->attn(q, 1, k, v, kvs, nk, hd, scale, s, out);
+		if (f16)
+			kt->attn(q, 1, kh, vh, true, kvs, nk, hd, scale, s, out);
+		else
+			kt->attn(q, 1, k, v, false, kvs, nk, hd, scale, s, out);
 		for (int64_t e = 0; e < hd && ok; e++) {
 			double want = 0, mag = 0;
 			for (int64_t j = 0; j < nk; j++) {
@@ -481,11 +493,14 @@ static void attn_case(const tern_kernels *ref, const tern_kernels *neon, tu_rng 
 			ok = 0;
 		}
 	}
-	snprintf(what, sizeof what, "attn hd=%lld nk=%lld", (long long)hd, (long long)nk);
+	snprintf(what, sizeof what, "attn hd=%lld nk=%lld%s", (long long)hd, (long long)nk,
+		 f16 ? " f16" : "");
 	report(ok, what, detail);
 	free(q);
 	free(k);
 	free(v);
+	free(kh);
+	free(vh);
 	free(s);
 	free(out);
 	free(p);
@@ -497,7 +512,7 @@ static void attn_cases(const tern_kernels *ref, const tern_kernels *neon, tu_rng
 	static const int64_t nks[] = { 1, 7, 8, 9, 17, 40 };
 	for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++)
 		for (size_t n = 0; n < sizeof nks / sizeof nks[0]; n++)
-			attn_case(ref, neon, rng, hds[h], nks[n]);
+			attn_case(ref, neon, rng, hds[h], nks[n], (h + n) % 3 == 0);
 }
 
 int main(void)
