@@ -1403,157 +1403,7 @@ KINLINE void hsum8_avx512(const __m512 *a, float scale, float *out)
 #define HSUM8(a, sc, o) hsum8_avx512((a), (sc), (o))
 #define SOFTMAX(s, n) softmax_avx512((s), (n))
 
-/* ---- attention ----------------------------------------------------------
- * The query heads of one kv head (tern_attn_fn): the scores of ATT_KB keys
- * at a time, each key with its own FMA accumulator over the VEC-wide
- * slices (a masked slice for a tail; a full block's 8 sums come out of one
- * transposing reduction), then the softmax (exp_neg below; rows whose
- * maximum is not finite go to tern_softmax), then the weighted sum of the
- * values held in up to ATT_OB accumulators (ATT_OB * VEC floats of out).
- * Blocks of keys and of values are the outer loops and heads the inner
- * ones, so each block comes from memory once for the whole group. */
-#define ATT_KB 8
-#define ATT_OB 8
-#define ATT_VB 32
-
-/* The body, with keys and values read as f32 or (F16) as f16. KV offsets
- * are in elements. */
-KINLINE void attn_body_avx512(const float *q, int64_t G, const void *k, const void *v,
-			   const int F16, int64_t kvs, int64_t nk, int64_t hd, float scale,
-			   float *s, float *out)
-{
-	const int64_t full = hd / VEC * VEC;
-	const MASKT tm = TAILMASK(hd - full);
-	/* Scores: key blocks outer, so a block's rows are read once from
-	 * memory and from L1 for the group's other heads. */
-	for (int64_t j = 0; j < nk; j += ATT_KB) {
-		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
-		const int64_t kj = j * kvs;
-		for (int64_t g = 0; g < G; g++) {
-			const float *qg = q + g * hd;
-			VT acc[ATT_KB];
-#pragma GCC unroll 8
-			for (int r = 0; r < ATT_KB; r++)
-				acc[r] = ZERO();
-			if (kb == ATT_KB) {
-				for (int64_t i = 0; i < full; i += VEC) {
-					const VT qv = LOAD(qg + i);
-#pragma GCC unroll 8
-					for (int r = 0; r < ATT_KB; r++) {
-						const VT kv = KVLOAD(F16, k, kj + r * kvs + i);
-						acc[r] = FMA(qv, kv, acc[r]);
-					}
-				}
-				if (full < hd) {
-					const VT qv = MLOAD(tm, qg + full);
-#pragma GCC unroll 8
-					for (int r = 0; r < ATT_KB; r++)
-						acc[r] = FMA(qv,
-							     KVMLOAD(F16, tm, hd - full, k,
-								     kj + r * kvs + full),
-							     acc[r]);
-				}
-				HSUM8(acc, scale, s + g * nk + j);
-			} else {
-				for (int64_t r = 0; r < kb; r++) {
-					const int64_t kr = kj + r * kvs;
-					for (int64_t i = 0; i < full; i += VEC) {
-						const VT kv = KVLOAD(F16, k, kr + i);
-						acc[r] = FMA(LOAD(qg + i), kv, acc[r]);
-					}
-					if (full < hd) {
-						const VT qt = MLOAD(tm, qg + full);
-						const VT kt = KVMLOAD(F16, tm, hd - full, k, kr + full);
-						acc[r] = FMA(qt, kt, acc[r]);
-					}
-					s[g * nk + j + r] = HSUM(acc[r]) * scale;
-				}
-			}
-		}
-	}
-	for (int64_t g = 0; g < G; g++)
-		SOFTMAX(s + g * nk, nk);
-	/* Weighted sums: per chunk of up to ATT_OB vectors of out, blocks of
-	 * ATT_VB values outer (read once, then from L1 for the other heads),
-	 * each head's chunk in registers across the block. */
-	for (int64_t c0 = 0; c0 < hd; c0 += ATT_OB * VEC) {
-		const int64_t cw = hd - c0 < ATT_OB * VEC ? hd - c0 : ATT_OB * VEC;
-		const int64_t nv = (cw + VEC - 1) / VEC;
-		const int64_t ct = cw - (nv - 1) * VEC; /* floats in the last vector */
-		const MASKT cm = TAILMASK(ct);
-		for (int64_t j0 = 0; j0 < nk; j0 += ATT_VB) {
-			const int64_t j1 = nk - j0 < ATT_VB ? nk : j0 + ATT_VB;
-			for (int64_t g = 0; g < G; g++) {
-				float *og = out + g * hd + c0;
-				const float *sg = s + g * nk;
-				VT o[ATT_OB];
-#pragma GCC unroll 8
-				for (int u = 0; u < ATT_OB; u++)
-					o[u] = ZERO();
-				if (j0 > 0) {
-					for (int64_t u = 0; u + 1 < nv; u++)
-						o[u] = LOAD(og + u * VEC);
-					o[nv - 1] = MLOAD(cm, og + (nv - 1) * VEC);
-				}
-				if (nv == ATT_OB && cw == ATT_OB * VEC) {
-					for (int64_t jj = j0; jj < j1; jj++) {
-						const VT pj = SET1(sg[jj]);
-						const int64_t vj = jj * kvs + c0;
-#pragma GCC unroll 8
-						for (int u = 0; u < ATT_OB; u++) {
-							const VT vv = KVLOAD(F16, v, vj + u * VEC);
-							o[u] = FMA(pj, vv, o[u]);
-						}
-					}
-				} else {
-					for (int64_t jj = j0; jj < j1; jj++) {
-						const VT pj = SET1(sg[jj]);
-						const int64_t vj = jj * kvs + c0;
-						for (int64_t u = 0; u + 1 < nv; u++) {
-							const VT vv = KVLOAD(F16, v, vj + u * VEC);
-							o[u] = FMA(pj, vv, o[u]);
-						}
-						o[nv - 1] = FMA(pj,
-								KVMLOAD(F16, cm, ct, v,
-									vj + (nv - 1) * VEC),
-								o[nv - 1]);
-					}
-				}
-				for (int64_t u = 0; u + 1 < nv; u++)
-					STORE(og + u * VEC, o[u]);
-				MSTORE(cm, og + (nv - 1) * VEC, o[nv - 1]);
-			}
-		}
-	}
-}
-
-static void attn_avx512(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
-		     int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
-{
-	if (kv_f16)
-		attn_body_avx512(q, G, k, v, 1, kvs, nk, hd, scale, s, out);
-	else
-		attn_body_avx512(q, G, k, v, 0, kvs, nk, hd, scale, s, out);
-}
-#undef ATT_KB
-#undef ATT_OB
-#undef ATT_VB
-#undef VEC
-#undef VT
-#undef MASKT
-#undef TAILMASK
-#undef ZERO
-#undef LOAD
-#undef MLOAD
-#undef KVLOAD
-#undef KVMLOAD
-#undef STORE
-#undef MSTORE
-#undef FMA
-#undef SET1
-#undef HSUM
-#undef HSUM8
-#undef SOFTMAX
+#include "core/kernels_attn.h"
 
 static const tern_kernels avx512_table = {
 	.path = TERN_KERNEL_AVX512,
@@ -1565,7 +1415,7 @@ static const tern_kernels avx512_table = {
 	.f16_dot = f16_dot_avx512,
 	.bf16_dot = bf16_dot_avx512,
 	.quant_row = quant_row_avx512,
-	.attn = attn_avx512,
+	.attn = attn_simd,
 };
 
 /* The same with the VBMI decoder for T3 where the CPU has it. */
@@ -1579,7 +1429,7 @@ static const tern_kernels avx512_vbmi_table = {
 	.f16_dot = f16_dot_avx512,
 	.bf16_dot = bf16_dot_avx512,
 	.quant_row = quant_row_avx512,
-	.attn = attn_avx512,
+	.attn = attn_simd,
 };
 
 const tern_kernels *tern_kernels_avx512(bool vbmi)

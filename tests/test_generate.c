@@ -220,25 +220,38 @@ Test(generate, prompt_logits_match_llama_cpp)
 	free(ref_path);
 }
 
-Test(generate, cli_dump_logits_matches_llama_cpp)
+/* `tern generate --dump-logits` of the tiny prompt with a KV cache of
+ * kv_type: the logits [N_TOK][N_VOCAB] (free() them), and the run's stderr
+ * into err (cli_free it). */
+static float *cli_prompt_logits(const char *m, const char *kv_type, cli_out *r)
 {
-	char *m = shared(TINY), *ref_path = shared("llama.cpp/tiny-f32.logits.kvf32.bin");
 	char tmp[] = "/tmp/tern-gen-logits-XXXXXX";
 	int fd = mkstemp(tmp);
-	size_t len, rlen;
+	size_t len;
 
 	cr_assert(fd >= 0);
 	close(fd);
-	const char *args[] = { "generate", "-t", "1", "-m", m, "--prompt-ids", "1,17,42,99,200,311,5,7",
-			       "-n", "0", "--dump-logits", tmp, NULL };
-	cli_out r = run_cli(args);
-	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-	float *got = slurp(tmp, &len), *ref = slurp(ref_path, &rlen);
-	cr_assert_eq(len, rlen, "%zu bytes, expected %zu", len, rlen);
+	const char *args[] = { "generate", "-t", "1", "-m", m, "--prompt-ids",
+			       "1,17,42,99,200,311,5,7", "-n", "0", "--kv-type", kv_type,
+			       "--dump-logits", tmp, NULL };
+	*r = run_cli(args);
+	cr_assert_eq(r->status, 0, "stderr: %s", r->err);
+	float *got = slurp(tmp, &len);
+	cr_assert_eq(len, sizeof(float) * N_TOK * N_VOCAB, "%zu bytes", len);
+	unlink(tmp);
+	return got;
+}
+
+Test(generate, cli_dump_logits_matches_llama_cpp)
+{
+	char *m = shared(TINY), *ref_path = shared("llama.cpp/tiny-f32.logits.kvf32.bin");
+	size_t rlen;
+	cli_out r;
+	float *got = cli_prompt_logits(m, "f32", &r), *ref = slurp(ref_path, &rlen);
+	cr_assert_eq(rlen, sizeof(float) * N_TOK * N_VOCAB);
 	double d = rel_diff(got, ref, N_TOK * N_VOCAB);
 	cr_expect_leq(d, 1e-4, "relative difference %g", d);
 	cr_expect_not_null(strstr(r.err, "prefill: 8 tokens"), "stderr: %s", r.err);
-	unlink(tmp);
 	cli_free(&r);
 	free(got);
 	free(ref);
@@ -254,23 +267,13 @@ Test(generate, cli_dump_logits_matches_llama_cpp)
 Test(generate, cli_kv_type_f16_is_used_and_checked)
 {
 	char *m = shared(TINY), *ref_path = shared("llama.cpp/tiny-f32.logits.kvf32.bin");
-	char tmp[] = "/tmp/tern-gen-logits-XXXXXX";
-	int fd = mkstemp(tmp);
-	size_t len, rlen;
-
-	cr_assert(fd >= 0);
-	close(fd);
-	const char *args[] = { "generate", "-t", "1", "-m", m, "--prompt-ids",
-			       "1,17,42,99,200,311,5,7", "-n", "0", "--kv-type", "f16",
-			       "--dump-logits", tmp, NULL };
-	cli_out r = run_cli(args);
-	cr_assert_eq(r.status, 0, "stderr: %s", r.err);
-	float *got = slurp(tmp, &len), *ref = slurp(ref_path, &rlen);
-	cr_assert_eq(len, rlen, "%zu bytes, expected %zu", len, rlen);
+	size_t rlen;
+	cli_out r;
+	float *got = cli_prompt_logits(m, "f16", &r), *ref = slurp(ref_path, &rlen);
+	cr_assert_eq(rlen, sizeof(float) * N_TOK * N_VOCAB);
 	double d = rel_diff(got, ref, N_TOK * N_VOCAB);
 	cr_expect_leq(d, 2e-3, "relative difference %g", d);
 	cr_expect_gt(d, 1e-6, "relative difference %g: the f16 cache was not used", d);
-	unlink(tmp);
 	cli_free(&r);
 	free(got);
 	free(ref);

@@ -299,17 +299,22 @@ Test(text, i2_s_error_within_bitnet_cpp_own)
  * Per-token quantization makes the ternary path independent of batching
  * up to float summation order, as is the float path; 1e-5 of the largest
  * logit covers GEMM versus GEMV summation order. */
+static void run_incremental(loaded *L, float *step)
+{
+	cr_assert_eq(text_forward(ctx, L->model, L->state, prompt, 4, step, true), TERN_OK);
+	for (int t = 4; t < N_TOK; t++)
+		cr_assert_eq(text_forward(ctx, L->model, L->state, prompt + t, 1,
+					  step + t * N_VOCAB, false),
+			     TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	cr_assert_eq(L->state->pos, N_TOK);
+}
+
 static void check_incremental(const char *gguf)
 {
 	float *batch = run_prompt(gguf);
 	loaded L = load(gguf, 64, 0);
 	float step[N_TOK * N_VOCAB];
-	cr_assert_eq(text_forward(ctx, L.model, L.state, prompt, 4, step, true), TERN_OK);
-	for (int t = 4; t < N_TOK; t++)
-		cr_assert_eq(text_forward(ctx, L.model, L.state, prompt + t, 1, step + t * N_VOCAB,
-					  false),
-			     TERN_OK, "%s", tern_ctx_errmsg(ctx));
-	cr_assert_eq(L.state->pos, N_TOK);
+	run_incremental(&L, step);
 	for (int t = 0; t < N_TOK; t++) {
 		const float *a = step + t * N_VOCAB, *b = batch + t * N_VOCAB;
 		double rel = max_diff(a, b, N_VOCAB) / max_abs(b, N_VOCAB);
@@ -371,11 +376,7 @@ Test(text, f16_kv_cache_rounds_what_f32_would_hold)
 	L.state->trace = capture_kv;
 	L.state->trace_user = &cap;
 	float step[N_TOK * N_VOCAB];
-	cr_assert_eq(text_forward(ctx, L.model, L.state, prompt, 4, step, true), TERN_OK);
-	for (int t = 4; t < N_TOK; t++)
-		cr_assert_eq(text_forward(ctx, L.model, L.state, prompt + t, 1, step + t * N_VOCAB,
-					  false),
-			     TERN_OK, "%s", tern_ctx_errmsg(ctx));
+	run_incremental(&L, step);
 	cr_assert_eq(cap.pos_k, N_TOK);
 	cr_assert_eq(cap.pos_v, N_TOK);
 	const uint16_t *kh = L.state->k_cache, *vh = L.state->v_cache;
