@@ -834,7 +834,7 @@ typedef struct attn_job {
 	const void *k, *v;      /* this layer's cache from position 0 */
 	float *out;             /* [n][QW] */
 	int64_t n, pos0, n_ctx;
-	float *scratch;         /* nth rows of n_ctx floats */
+	float *scratch;         /* nth rows of n_ctx x (n_heads / n_kv_heads) floats */
 	atomic_llong next;      /* next item to take */
 	atomic_int rc;
 } attn_job;
