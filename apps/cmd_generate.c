@@ -1007,15 +1007,16 @@ out:
 /* ---- tern bench model ------------------------------------------------------------- */
 
 const char cmd_bench_model_help[] =
-	"usage: tern bench model -m MODEL [-t N] [-p 128] [-n 64] [-r 3] [--kv-type T] [--json]\n"
-	"                        [--bandwidth GBS]\n"
+	"usage: tern bench model -m MODEL [-t N] [-p 128] [-n 64] [-d 0] [-r 3] [--kv-type T]\n"
+	"                        [--bandwidth GBS] [--json]\n"
 	"\n"
 	"Measures a language model like llama-bench: prefill (pp: one batch of -p\n"
-	"tokens on an empty context) and decode (tg: -n tokens one at a time, each\n"
-	"with the output head, on an empty context), in tokens/s, best of -r runs\n"
-	"after one warm-up. Then the bandwidth roofline: bytes_per_token is the\n"
-	"weight bytes one decode step reads (every linear layer, the output head,\n"
-	"norms, one embedding row). The streaming read bandwidth is measured as\n"
+	"tokens on an empty context, or after -d cached tokens) and decode (tg: -n\n"
+	"tokens one at a time, each with the output head, likewise), in tokens/s,\n"
+	"best of -r runs after one warm-up. Then the bandwidth roofline:\n"
+	"bytes_per_token is the weight bytes one decode step reads (every linear\n"
+	"layer, the output head, norms, one embedding row; not the KV cache, which\n"
+	"grows with -d). The streaming read bandwidth is measured as\n"
 	"'tern bench kernels' does, with the same threads, right before each of\n"
 	"-r more decode runs, and each run is set against its own probe: pct =\n"
 	"decode tok/s x bytes_per_token / bandwidth (a shared machine's bandwidth\n"
@@ -1030,13 +1031,15 @@ const char cmd_bench_model_help[] =
 	"  -t, --threads N    threads (default: all cores)\n"
 	"  -p N               prefill tokens (default 128)\n"
 	"  -n N               decode tokens (default 64)\n"
+	"  -d N               depth: prefill and decode after N tokens already in\n"
+	"                     the cache, as llama-bench's -d (default 0)\n"
 	"  -r N               runs of each (default 3)\n"
 	"      --bandwidth G  skip the probe and use G GB/s\n"
 	"      --kv-type T    KV cache f32 (default) or f16\n"
 	"      --json         one JSON object on stdout: {\"model\", \"threads\",\n"
 	"                     \"prefill_tok_s\", \"decode_tok_s\", \"bytes_per_token\",\n"
 	"                     \"bandwidth_gbs\", \"pct_roofline\", \"pct_roofline_range\",\n"
-	"                     \"peak_rss_bytes\", \"kv_type\"}\n";
+	"                     \"peak_rss_bytes\", \"kv_type\", \"depth\"}\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -1071,7 +1074,7 @@ static void json_string(const char *s)
 int cmd_bench_model(int argc, char **argv)
 {
 	const char *cmd = "bench", *v;
-	long n_pp = 128, n_tg = 64, reps = 3;
+	long n_pp = 128, n_tg = 64, reps = 3, depth = 0;
 	double bw = 0, best_pp = INFINITY, best_tg = INFINITY, *pct = NULL, *bws;
 	bool json = false, bw_given = false;
 	bench_probe *probe = NULL;
@@ -1104,6 +1107,9 @@ int cmd_bench_model(int argc, char **argv)
 		} else if ((m = cli_flag_value(cmd, argc, argv, &i, "-n", NULL, &v)) != 0) {
 			if (m < 0 || cli_parse_int(cmd, "-n", v, 1, 1 << 20, &n_tg))
 				return CLI_USAGE;
+		} else if ((m = cli_flag_value(cmd, argc, argv, &i, "-d", NULL, &v)) != 0) {
+			if (m < 0 || cli_parse_int(cmd, "-d", v, 0, 1 << 20, &depth))
+				return CLI_USAGE;
 		} else if ((m = cli_flag_value(cmd, argc, argv, &i, "-r", NULL, &v)) != 0) {
 			if (m < 0 || cli_parse_int(cmd, "-r", v, 1, 1000, &reps))
 				return CLI_USAGE;
@@ -1126,45 +1132,54 @@ int cmd_bench_model(int argc, char **argv)
 	if (status != CLI_OK)
 		return status;
 	n_vocab = tern_lm_n_vocab(r.lm);
-	if (n_pp + 1 > tern_lm_n_ctx(r.lm) || n_tg + 1 > tern_lm_n_ctx(r.lm)) {
-		cli_error("%s: model: -p %ld / -n %ld exceed the model's context of %d", cmd, n_pp,
-			  n_tg, (int)tern_lm_n_ctx(r.lm));
+	const long span = depth + (n_pp > n_tg ? n_pp : n_tg); /* ids a run reaches */
+	if (span + 1 > tern_lm_n_ctx(r.lm)) {
+		cli_error("%s: model: -d %ld plus -p %ld / -n %ld exceed the model's context of %d",
+			  cmd, depth, n_pp, n_tg, (int)tern_lm_n_ctx(r.lm));
 		status = CLI_FAIL;
 		goto out;
 	}
-	ids = malloc(sizeof *ids * (size_t)(n_pp > n_tg ? n_pp : n_tg));
+	ids = malloc(sizeof *ids * (size_t)span);
 	logits = malloc(sizeof *logits * (size_t)n_vocab);
 	if (!ids || !logits) {
 		cli_error("%s: out of memory", cmd);
 		status = CLI_FAIL;
 		goto out;
 	}
-	for (long i = 0; i < (n_pp > n_tg ? n_pp : n_tg); i++)
+	for (long i = 0; i < span; i++)
 		ids[i] = (int32_t)(((uint64_t)i * 2654435761u + 7) % (uint64_t)n_vocab);
-	rc = tern_session_new_kv(r.ctx, r.lm, (int32_t)(n_pp > n_tg ? n_pp : n_tg) + 1, o.kv_type,
-				 &s);
+	rc = tern_session_new_kv(r.ctx, r.lm, (int32_t)span + 1, o.kv_type, &s);
 	if (rc)
 		goto fail;
 	if (!json)
-		fprintf(stderr, "tern bench model: %s, %d threads, pp%ld tg%ld, %ld runs\n", o.model,
-			tern_ctx_threads(r.ctx), n_pp, n_tg, reps);
+		fprintf(stderr, "tern bench model: %s, %d threads, pp%ld tg%ld at depth %ld, %ld runs\n",
+			o.model, tern_ctx_threads(r.ctx), n_pp, n_tg, depth, reps);
 	/* Warm-up: page the weights in and size the scratch buffers. */
 	rc = tern_session_eval(r.ctx, s, ids, (int32_t)(n_pp < 8 ? n_pp : 8), TERN_LM_LOGITS_LAST,
 			       logits);
 	if (rc == TERN_OK)
 		rc = tern_session_eval(r.ctx, s, ids + 1, 1, TERN_LM_LOGITS_LAST, logits);
+	/* The depth: cached once, untimed; every run starts from it. */
+	tern_session_reset(s);
+	if (rc == TERN_OK && depth > 0)
+		rc = tern_session_eval(r.ctx, s, ids, (int32_t)depth, TERN_LM_LOGITS_NONE, NULL);
+	const int32_t *run_ids = ids + depth;
 	for (long k = 0; k < reps && rc == TERN_OK; k++) {
 		double t0;
 
-		tern_session_reset(s);
+		rc = tern_session_truncate(r.ctx, s, (int32_t)depth);
 		t0 = now_s();
-		rc = tern_session_eval(r.ctx, s, ids, (int32_t)n_pp, TERN_LM_LOGITS_LAST, logits);
+		if (rc == TERN_OK)
+			rc = tern_session_eval(r.ctx, s, run_ids, (int32_t)n_pp, TERN_LM_LOGITS_LAST,
+					       logits);
 		if (now_s() - t0 < best_pp)
 			best_pp = now_s() - t0;
-		tern_session_reset(s);
+		if (rc == TERN_OK)
+			rc = tern_session_truncate(r.ctx, s, (int32_t)depth);
 		t0 = now_s();
 		for (long i = 0; i < n_tg && rc == TERN_OK; i++)
-			rc = tern_session_eval(r.ctx, s, ids + i, 1, TERN_LM_LOGITS_LAST, logits);
+			rc = tern_session_eval(r.ctx, s, run_ids + i, 1, TERN_LM_LOGITS_LAST,
+					       logits);
 		if (now_s() - t0 < best_tg)
 			best_tg = now_s() - t0;
 	}
@@ -1197,11 +1212,11 @@ int cmd_bench_model(int argc, char **argv)
 			status = bench_probe_measure(probe, 0.25, &bws[k]);
 			if (status != CLI_OK)
 				break;
-			tern_session_reset(s);
+			rc = tern_session_truncate(r.ctx, s, (int32_t)depth);
 			t0 = now_s();
 			for (long i = 0; i < n_tg && rc == TERN_OK; i++)
-				rc = tern_session_eval(r.ctx, s, ids + i, 1, TERN_LM_LOGITS_LAST,
-						       logits);
+				rc = tern_session_eval(r.ctx, s, run_ids + i, 1,
+						       TERN_LM_LOGITS_LAST, logits);
 			dt = now_s() - t0;
 			if (dt < best_tg)
 				best_tg = dt;
@@ -1228,9 +1243,9 @@ int cmd_bench_model(int argc, char **argv)
 			printf(", \"threads\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
 			       "\"bytes_per_token\": %" PRId64 ", \"bandwidth_gbs\": %.3f, "
 			       "\"pct_roofline\": %.2f, \"pct_roofline_range\": [%.2f, %.2f], "
-			       "\"peak_rss_bytes\": %lld, \"kv_type\": \"%s\"}\n",
+			       "\"peak_rss_bytes\": %lld, \"kv_type\": \"%s\", \"depth\": %ld}\n",
 			       tern_ctx_threads(r.ctx), pp, tg, bytes, bw, median(pct, reps), pct_lo,
-			       pct_hi, (long long)rss * 1024, tern_dtype_name(o.kv_type));
+			       pct_hi, (long long)rss * 1024, tern_dtype_name(o.kv_type), depth);
 		} else {
 			char pp_name[32], tg_name[32];
 

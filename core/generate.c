@@ -372,6 +372,19 @@ void tern_session_reset(tern_session *s)
 	s->n_tokens = 0;
 }
 
+int tern_session_truncate(tern_ctx *ctx, tern_session *s, int32_t pos)
+{
+	if (pos < 0 || pos > s->n_tokens)
+		return tern_error(ctx, TERN_E_INVALID,
+				  "session: cannot keep %d positions of the %d cached", (int)pos,
+				  (int)s->n_tokens);
+	int rc = s->lm->ops->session_truncate(s->ls, pos);
+	if (rc)
+		return rc;
+	s->n_tokens = pos;
+	return TERN_OK;
+}
+
 int tern_session_eval(tern_ctx *ctx, tern_session *s, const int32_t *ids, int32_t n, int logits,
 		      float *out)
 {

@@ -850,7 +850,7 @@ Test(generate, cli_bench_model_json_is_consistent)
 	cr_expect(fabs(pct - tg * (double)bytes / 1e10 * 100) <= 0.01 + 1e-3 * pct, "pct %f", pct);
 	cr_expect(lo == pct && hi == pct, "one run: range %f..%f, pct %f", lo, hi, pct);
 	cr_expect_gt(rss, (long long)expect);
-	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f32\"}"), "%s", r.out);
+	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f32\", \"depth\": 0}"), "%s", r.out);
 	cli_free(&r);
 
 	/* With the probes: each of 3 decode runs is paired with its own
@@ -867,6 +867,22 @@ Test(generate, cli_bench_model_json_is_consistent)
 		     r.out);
 	cr_expect_gt(bw, 0);
 	cr_expect(lo > 0 && lo <= pct && pct <= hi, "range %f..%f, pct %f", lo, hi, pct);
+	cli_free(&r);
+
+	/* At a depth (-d): runs start after that many cached tokens, within
+	 * the context (the tiny model's 1024 positions), else an error. */
+	const char *deep[] = { "bench", "model", "-m", m, "-t", "1", "-p", "8", "-n", "4", "-d",
+			       "40", "-r", "1", "--bandwidth", "10", "--kv-type", "f16", "--json",
+			       NULL };
+	r = run_cli(deep);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f16\", \"depth\": 40}"), "%s", r.out);
+	cli_free(&r);
+	const char *too_deep[] = { "bench", "model", "-m", m, "-t", "1", "-p", "8", "-n", "4",
+				   "-d", "1020", "-r", "1", "--bandwidth", "10", NULL };
+	r = run_cli(too_deep);
+	cr_expect_eq(r.status, 1);
+	cr_expect_not_null(strstr(r.err, "-d 1020"), "stderr: %s", r.err);
 	cli_free(&r);
 	free(m);
 }

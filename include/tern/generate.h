@@ -145,6 +145,9 @@ TERN_API int32_t tern_session_n_ctx(const tern_session *s);
 TERN_API int32_t tern_session_pos(const tern_session *s);
 /* Forget everything. */
 TERN_API void tern_session_reset(tern_session *s);
+/* Forget positions pos.. and keep the first pos (0 <= pos <=
+ * tern_session_pos; else TERN_E_INVALID, nothing changed). */
+TERN_API int tern_session_truncate(tern_ctx *ctx, tern_session *s, int32_t pos);
 /* Append ids to the sequence (see tern_lm_iface.eval; logits is enum
  * tern_lm_logits). */
 TERN_API int tern_session_eval(tern_ctx *ctx, tern_session *s, const int32_t *ids, int32_t n,
