@@ -436,17 +436,27 @@ static void neon_bf16_dot(const void *w, size_t w_stride, int64_t nrows, const f
  * One query head, as the AVX2/AVX-512 kernels do for a group: scores of
  * ATT_KB keys per pass with FMA accumulators, tern_softmax, then the
  * weighted sum of the values in up to ATT_OB accumulators per chunk of
- * out. Dimensions past the last multiple of 4 go through scalar tails. */
+ * out. Dimensions past the last multiple of 4 go through scalar tails.
+ * Keys and values are f32, or f16 converted four at a time. */
 #define ATT_KB 8
 #define ATT_OB 8
 
-static void neon_attn_head(const float *q, const float *k, const float *v, int64_t kvs,
-			   int64_t nk, int64_t hd, float scale, float *s, float *out)
+/* KV element `off` of base as f32, or (f16) converted from f16: four
+ * lanes, and one element for the tails. */
+#define KV4(f16, base, off)                                                                 \
+	((f16) ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(base) + (off)))) \
+	       : vld1q_f32((const float *)(base) + (off)))
+#define KV1(f16, base, off)                                                                 \
+	((f16) ? tern_f16_to_f32(((const uint16_t *)(base))[off])                             \
+	       : ((const float *)(base))[off])
+
+INLINE void neon_attn_head(const float *q, const void *k, const void *v, const int F16,
+			   int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
 {
 	const int64_t full = hd / 4 * 4;
 	for (int64_t j = 0; j < nk; j += ATT_KB) {
 		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
-		const float *kj = k + j * kvs;
+		const int64_t kj = j * kvs;
 		float32x4_t acc[ATT_KB];
 		for (int r = 0; r < ATT_KB; r++)
 			acc[r] = vdupq_n_f32(0.0f);
@@ -454,18 +464,19 @@ static void neon_attn_head(const float *q, const float *k, const float *v, int64
 			for (int64_t i = 0; i < full; i += 4) {
 				const float32x4_t qv = vld1q_f32(q + i);
 				for (int r = 0; r < ATT_KB; r++)
-					acc[r] = vfmaq_f32(acc[r], qv, vld1q_f32(kj + r * kvs + i));
+					acc[r] = vfmaq_f32(acc[r], qv,
+							   KV4(F16, k, kj + r * kvs + i));
 			}
 		} else {
 			for (int64_t r = 0; r < kb; r++)
 				for (int64_t i = 0; i < full; i += 4)
 					acc[r] = vfmaq_f32(acc[r], vld1q_f32(q + i),
-							   vld1q_f32(kj + r * kvs + i));
+							   KV4(F16, k, kj + r * kvs + i));
 		}
 		for (int64_t r = 0; r < kb; r++) {
 			float t = vaddvq_f32(acc[r]);
 			for (int64_t i = full; i < hd; i++)
-				t += q[i] * kj[r * kvs + i];
+				t += q[i] * KV1(F16, k, kj + r * kvs + i);
 			s[j + r] = t * scale;
 		}
 	}
@@ -478,16 +489,16 @@ static void neon_attn_head(const float *q, const float *k, const float *v, int64
 		if (nv == ATT_OB) {
 			for (int64_t jj = 0; jj < nk; jj++) {
 				const float32x4_t pj = vdupq_n_f32(s[jj]);
-				const float *vj = v + jj * kvs + c0;
+				const int64_t vj = jj * kvs + c0;
 				for (int u = 0; u < ATT_OB; u++)
-					o[u] = vfmaq_f32(o[u], pj, vld1q_f32(vj + 4 * u));
+					o[u] = vfmaq_f32(o[u], pj, KV4(F16, v, vj + 4 * u));
 			}
 		} else {
 			for (int64_t jj = 0; jj < nk; jj++) {
 				const float32x4_t pj = vdupq_n_f32(s[jj]);
-				const float *vj = v + jj * kvs + c0;
+				const int64_t vj = jj * kvs + c0;
 				for (int64_t u = 0; u < nv; u++)
-					o[u] = vfmaq_f32(o[u], pj, vld1q_f32(vj + 4 * u));
+					o[u] = vfmaq_f32(o[u], pj, KV4(F16, v, vj + 4 * u));
 			}
 		}
 		for (int64_t u = 0; u < nv; u++)
@@ -496,24 +507,25 @@ static void neon_attn_head(const float *q, const float *k, const float *v, int64
 	for (int64_t d = full; d < hd; d++) {
 		float t = 0.0f;
 		for (int64_t jj = 0; jj < nk; jj++)
-			t += s[jj] * v[jj * kvs + d];
+			t += s[jj] * KV1(F16, v, jj * kvs + d);
 		out[d] = t;
 	}
 }
 #undef ATT_KB
 #undef ATT_OB
+#undef KV4
+#undef KV1
 
-/* The heads of a group one after another (tern_attn_fn); an f16 cache
- * goes through the scalar reference (not tuned for NEON yet). */
+/* The heads of a group one after another (tern_attn_fn). */
 static void neon_attn(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
 		      int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
 {
-	if (kv_f16) {
-		tern_attn_scalar(q, G, k, v, true, kvs, nk, hd, scale, s, out);
-		return;
+	for (int64_t g = 0; g < G; g++) {
+		if (kv_f16)
+			neon_attn_head(q + g * hd, k, v, 1, kvs, nk, hd, scale, s, out + g * hd);
+		else
+			neon_attn_head(q + g * hd, k, v, 0, kvs, nk, hd, scale, s, out + g * hd);
 	}
-	for (int64_t g = 0; g < G; g++)
-		neon_attn_head(q + g * hd, k, v, kvs, nk, hd, scale, s, out + g * hd);
 }
 
 static const tern_kernels neon_kernels = {
