@@ -426,8 +426,9 @@ static int read_params(tern_ctx *ctx, const tern_generate_params *in, tern_gener
 	 * struct leaves them at their defaults. */
 	const size_t first = offsetof(tern_generate_params, kv_type);
 	if (in->struct_size < first)
-		return tern_error(ctx, TERN_E_INVALID, "generate: params struct_size %zu, expected %zu",
-				  in->struct_size, sizeof *p);
+		return tern_error(ctx, TERN_E_INVALID,
+				  "generate: params struct_size %zu, expected at least %zu",
+				  in->struct_size, first);
 	memcpy(p, in, in->struct_size < sizeof *p ? in->struct_size : sizeof *p);
 	p->struct_size = sizeof *p;
 	if (p->n_stop && !p->stop)
@@ -680,12 +681,9 @@ static int generate_ids(tern_ctx *ctx, tern_session *s, const int32_t *ids, size
 			goto out;
 		}
 	}
-	rc = s->lm->ops->session_truncate(s->ls, (int32_t)keep);
-	if (rc) {
-		rc = tern_error(ctx, TERN_E_INTERNAL, "generate: cannot truncate the session");
+	rc = tern_session_truncate(ctx, s, (int32_t)keep);
+	if (rc)
 		goto out;
-	}
-	s->n_tokens = (int32_t)keep;
 	st.n_reused = (int32_t)keep;
 	if (s->detok) {
 		const char *t;

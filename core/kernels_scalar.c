@@ -272,76 +272,17 @@ static void axpy(float *y, float a, const float *x, int64_t n)
 		y[i] += a * x[i];
 }
 
-/* axpy of x0 then x1 in one pass over y: the same adds in the same order
- * as two axpy calls, with y loaded and stored once. */
-static void axpy2(float *y, float a0, const float *x0, float a1, const float *x1, int64_t n)
-{
-	const vf4 va0 = VF_SPLAT(a0), va1 = VF_SPLAT(a1);
-	int64_t i = 0;
-	for (; i + VF_LANES <= n; i += VF_LANES)
-#pragma GCC unroll 4
-		for (int p = 0; p < VF_PARTS; p++) {
-			vf4 u, v0, v1;
-			VF_LOAD(u, y + i + 4 * p);
-			VF_LOAD(v0, x0 + i + 4 * p);
-			VF_LOAD(v1, x1 + i + 4 * p);
-			u += va0 * v0;
-			u += va1 * v1;
-			VF_STORE(y + i + 4 * p, u);
-		}
-	for (; i < n; i++) {
-		y[i] += a0 * x0[i];
-		y[i] += a1 * x1[i];
-	}
-}
-
-/* Two keys' dots with q per pass, each with tern_vec_dot's lanes and fold
- * (so the scores equal tern_vec_dot's exactly): q's vectors are loaded
- * once for both, and the two sets of accumulators give the adds twice
- * the independent chains. out[j] = scale * (q . k_j) for j < nk. */
-static void scores(const float *q, const float *k, int64_t kvs, int64_t nk, int64_t hd,
-		   float scale, float *out)
-{
-	int64_t j = 0;
-	for (; j + 2 <= nk; j += 2) {
-		const float *k0 = k + j * kvs, *k1 = k0 + kvs;
-		vf4 a0[VF_PARTS] = { 0 }, a1[VF_PARTS] = { 0 };
-		int64_t i = 0;
-		for (; i + VF_LANES <= hd; i += VF_LANES)
-#pragma GCC unroll 4
-			for (int p = 0; p < VF_PARTS; p++) {
-				vf4 u, v0, v1;
-				VF_LOAD(u, q + i + 4 * p);
-				VF_LOAD(v0, k0 + i + 4 * p);
-				VF_LOAD(v1, k1 + i + 4 * p);
-				a0[p] += u * v0;
-				a1[p] += u * v1;
-			}
-		float t0 = 0.0f, t1 = 0.0f;
-		for (; i < hd; i++) {
-			t0 += q[i] * k0[i];
-			t1 += q[i] * k1[i];
-		}
-		out[j] = vf_fold(a0, t0) * scale;
-		out[j + 1] = vf_fold(a1, t1) * scale;
-	}
-	if (j < nk)
-		out[j] = tern_vec_dot(q, k + j * kvs, hd) * scale;
-}
-
 void tern_attn_head_scalar(const float *q, const float *k, const float *v, int64_t kvs,
 			   int64_t nk, int64_t hd, float scale, float *s, float *out)
 {
 	/* Scale after the dot, as llama.cpp scales KQ. */
-	scores(q, k, kvs, nk, hd, scale, s);
+	for (int64_t j = 0; j < nk; j++)
+		s[j] = tern_vec_dot(q, k + j * kvs, hd) * scale;
 	tern_softmax(s, nk);
 
 	/* q is fully consumed; writing out may now begin. */
 	memset(out, 0, (size_t)hd * sizeof(float));
-	int64_t j = 0;
-	for (; j + 2 <= nk; j += 2)
-		axpy2(out, s[j], v + j * kvs, s[j + 1], v + (j + 1) * kvs, hd);
-	if (j < nk)
+	for (int64_t j = 0; j < nk; j++)
 		axpy(out, s[j], v + j * kvs, hd);
 }
 

@@ -468,5 +468,15 @@ float tern_vec_dot(const float *a, const float *b, int64_t n)
 	float tail = 0.0f;
 	for (; i < n; i++)
 		tail += a[i] * b[i];
-	return vf_fold(va, tail);
+	/* Pairwise fold of lane j = va[j / 4][j % 4], written out so it stays
+	 * in registers. */
+	float acc[LANES];
+	memcpy(acc, va, sizeof acc);
+#pragma GCC unroll 8
+	for (int j = 0; j < 8; j++)
+		acc[j] += acc[j + 8];
+#pragma GCC unroll 4
+	for (int j = 0; j < 4; j++)
+		acc[j] += acc[j + 4];
+	return ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
 }

@@ -28,17 +28,4 @@ typedef int32_t vi4 __attribute__((vector_size(16)));
 /* max(v, 0) as the scalar `v > 0 ? v : 0`: NaN and -0 give +0. */
 #define VF_RELU(v) ((vf4)((vi4)(v) & ((v) > VF_SPLAT(0.0f))))
 
-/* The sum of VF_PARTS vf4 accumulators (lane j of the 16 is va[j / 4][j % 4])
- * plus a tail, folded pairwise in a fixed order: tern_vec_dot's result. */
-static inline float vf_fold(const vf4 *va, float tail)
-{
-	float acc[VF_LANES];
-	memcpy(acc, va, sizeof acc);
-	for (int j = 0; j < 8; j++)
-		acc[j] += acc[j + 8];
-	for (int j = 0; j < 4; j++)
-		acc[j] += acc[j + 4];
-	return ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
-}
-
 #endif
