@@ -1453,3 +1453,63 @@ Test(kernels, matmul_q_many_equals_separate_calls_bit_for_bit)
 	for (int i = 0; i < 3; i++)
 		tern_ctx_free(cs[i]);
 }
+
+Test(kernels, one_token_matmul_equals_its_row_of_a_two_token_call_bitwise)
+{
+	/* One token has its own finishing loop (contiguous, vectorized);
+	 * several tokens take the strided one. Both must give the same floats
+	 * for every row count (each vector tail length) and scale kind, on
+	 * every path and with 1 and 2 threads. */
+	tu_rng rng = tu_rng_new(31);
+	const int64_t k = 161;
+	float *x = malloc(sizeof(float) * 2 * 2560);
+	for (int64_t i = 0; i < 2 * 2560; i++)
+		x[i] = tu_normal(&rng);
+	for (int p = 0; p < TERN_KERNEL_COUNT; p++) {
+		if (!tern_kernel_available((tern_kernel_path)p))
+			continue;
+		for (int threads = 1; threads <= 2; threads++) {
+			tern_ctx *ctx = ctx_with(threads, (tern_kernel_path)p);
+			for (int di = 0; di < 4; di++)
+				for (size_t qi = 0; qi < 4; qi++) {
+					const tern_dtype dt = di == 3 ? TERN_DTYPE_I4 :
+								  (tern_dtype[]){ TERN_DTYPE_T2, TERN_DTYPE_T3,
+										  TERN_DTYPE_I8 }[di];
+					if ((dt == TERN_DTYPE_I8 && qp_list[qi].kind == TERN_SCALE_BLOCK) ||
+					    (dt == TERN_DTYPE_I4 && qi > 0))
+						continue;
+					/* Row counts 1..70 and a threaded 1500 (the kernels
+					 * quantize and finish in 64-row tiles). */
+					for (int64_t rows = 1; rows <= 71; rows++) {
+						const int64_t nr = rows == 71 ? 1500 : rows, kk = rows == 71 ? 2560 : k;
+						int8_t *vals = malloc((size_t)(nr * kk));
+						tern_tensor *W = dt == TERN_DTYPE_I4 ?
+									 i4_tensor(TERN_DTYPE_F16, nr, kk, &rng, vals) :
+									 quant_tensor(dt, qp_list[qi], nr, kk, &rng, vals);
+						float *y2 = malloc(sizeof(float) * (size_t)(2 * nr));
+						float *y1 = malloc(sizeof(float) * (size_t)nr);
+						tern_qact a;
+						cr_assert_eq(tern_qact_quantize(ctx, 1, dt, x, 2, kk, kk, TERN_ACTQ_MUL,
+										TERN_ROUND_EVEN, &a),
+							     TERN_OK);
+						cr_assert_eq(tern_matmul_q(ctx, W, &a, y2, nr), TERN_OK);
+						cr_assert_eq(tern_qact_quantize(ctx, 1, dt, x, 1, kk, kk, TERN_ACTQ_MUL,
+										TERN_ROUND_EVEN, &a),
+							     TERN_OK);
+						cr_assert_eq(tern_matmul_q(ctx, W, &a, y1, nr), TERN_OK);
+						cr_assert_eq(memcmp(y1, y2, sizeof(float) * (size_t)nr), 0,
+							     "%s %s kind %d rows %lld threads %d",
+							     tern_kernel_path_name((tern_kernel_path)p),
+							     tern_dtype_name(dt), (int)qp_list[qi].kind,
+							     (long long)nr, threads);
+						free(vals);
+						free(y1);
+						free(y2);
+						tern_tensor_free(W);
+					}
+				}
+			tern_ctx_free(ctx);
+		}
+	}
+	free(x);
+}
