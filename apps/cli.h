@@ -63,9 +63,6 @@ void bench_probe_close(bench_probe *p);
 int cmd_inspect(int argc, char **argv);
 extern const char cmd_inspect_help[];
 int cmd_convert(int argc, char **argv);
-/* `tern convert`'s ternary packing when --type is not given: T3 where the
- * AVX-512 kernels run (they decode it without unpacking), T2 elsewhere. */
-tern_dtype cli_default_ternary_type(void);
 extern const char cmd_convert_help[];
 int cmd_eval(int argc, char **argv);
 extern const char cmd_eval_help[];

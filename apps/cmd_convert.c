@@ -29,11 +29,11 @@ const char cmd_convert_help[] =
 	"OUT is written to OUT.tmp and renamed at the end: a failed or interrupted\n"
 	"conversion leaves no OUT and no OUT.tmp.\n"
 	"\n"
-	"  --type T           ternary packing: t2 (2 bits) or t3 (1.6 bits). Default:\n"
-	"                     t3 where the AVX-512 VNNI kernels run (they read it\n"
-	"                     without unpacking, so the smaller file decodes\n"
-	"                     faster), t2 elsewhere (AVX2 and NEON unpack t3 more\n"
-	"                     slowly than they read t2); both run everywhere\n"
+	"  --type T           ternary packing: t2 (2 bits, the default: the fastest\n"
+	"                     to decode on every kernel path) or t3 (1.6 bits: a\n"
+	"                     20% smaller file, decoded with more arithmetic per\n"
+	"                     byte; faster only where memory is slow for the\n"
+	"                     cores); both run everywhere\n"
 	"  --float T          float matrices: f32, f16, bf16, or keep (default;\n"
 	"                     GGUF Q8_0 becomes f32). 1-D tensors keep their type\n"
 	"  --head T           token embedding and output head: i4r (4-bit codes\n"
@@ -154,8 +154,6 @@ int cmd_convert(int argc, char **argv)
 	}
 	if (!in || !out)
 		return cli_usage("convert", "need an input and an output file");
-	if (!type_given)
-		opts.ternary_type = cli_default_ternary_type();
 
 	tern_ctx *ctx;
 	if (cli_ctx_new(0, &ctx) != CLI_OK)
@@ -194,14 +192,9 @@ int cmd_convert(int argc, char **argv)
 		else
 			printf("%s: converted from %s by plugin '%s'", out, in, by);
 		printf(" (ternary packing %s%s)\n", tern_dtype_name(opts.ternary_type),
-		       type_given ? "" : ", this CPU's default");
+		       type_given ? "" : ", the default");
 	}
 	tern_registry_free(reg);
 	tern_ctx_free(ctx);
 	return status;
-}
-
-tern_dtype cli_default_ternary_type(void)
-{
-	return tern_kernel_detect() == TERN_KERNEL_AVX512 ? TERN_DTYPE_T3 : TERN_DTYPE_T2;
 }

@@ -7,8 +7,7 @@
  * those of a converted 2B4T, so the bytes read per token are real.
  * Tensors are produced while the file is written, so memory stays at one
  * tensor. The defaults are what `tern convert` makes of the Hugging Face
- * checkpoint: ternary matrices with one f32 scale each (t3 where the
- * AVX-512 kernels run, t2 elsewhere, as tern convert picks) and a 4-bit
+ * checkpoint: ternary matrices as t2 with one f32 scale each, and a 4-bit
  * embedding/head with its 4-bit residual (--head i4r), every row distinct.
  * Not installed; the output is large (0.76 GB; 1.18 GB with --head f16,
  * bitnet.cpp's layout) and belongs under /tmp, not in the repository.
@@ -158,9 +157,8 @@ static int add(tern_ctx *ctx, tern_writer *w, gen *g, const char *name, tern_dty
 int main(int argc, char **argv)
 {
 	const char *out = NULL;
-	/* tern convert's default packing for this CPU (apps/cmd_convert.c). */
-	tern_dtype type = tern_kernel_detect() == TERN_KERNEL_AVX512 ? TERN_DTYPE_T3 : TERN_DTYPE_T2,
-		   head = TERN_DTYPE_I4;
+	/* tern convert's default packing (apps/cmd_convert.c). */
+	tern_dtype type = TERN_DTYPE_T2, head = TERN_DTYPE_I4;
 	bool residual = true;
 	long layers = 30;
 	gen g = { 12345 };
