@@ -1015,11 +1015,15 @@ const char cmd_bench_model_help[] =
 	"tokens one at a time, each with the output head, likewise), in tokens/s,\n"
 	"best of -r runs after one warm-up. Then the bandwidth roofline:\n"
 	"bytes_per_token is the weight bytes one decode step reads (every linear\n"
-	"layer, the output head, norms, one embedding row; not the KV cache, which\n"
-	"grows with -d). The streaming read bandwidth is measured as\n"
+	"layer, the output head, norms, one embedding row), kv_bytes_per_token\n"
+	"the KV cache bytes an average step of the decode run reads (a step at\n"
+	"position p reads p + 1 positions' keys and values: about -d + (-n + 1)/2\n"
+	"positions on average; 0 when the model's plugin does not say). The\n"
+	"streaming read bandwidth is measured as\n"
 	"'tern bench kernels' does, with the same threads, right before each of\n"
 	"-r more decode runs, and each run is set against its own probe: pct =\n"
-	"decode tok/s x bytes_per_token / bandwidth (a shared machine's bandwidth\n"
+	"decode tok/s x (bytes_per_token + kv_bytes_per_token) / bandwidth (a\n"
+	"shared machine's bandwidth\n"
 	"can change between seconds). bandwidth_gbs and pct_roofline are the\n"
 	"medians over those pairs, pct_roofline_range their least and greatest;\n"
 	"decode_tok_s is the best of all decode runs. --bandwidth skips the probes.\n"
@@ -1039,7 +1043,8 @@ const char cmd_bench_model_help[] =
 	"      --json         one JSON object on stdout: {\"model\", \"threads\",\n"
 	"                     \"prefill_tok_s\", \"decode_tok_s\", \"bytes_per_token\",\n"
 	"                     \"bandwidth_gbs\", \"pct_roofline\", \"pct_roofline_range\",\n"
-	"                     \"peak_rss_bytes\", \"kv_type\", \"depth\"}\n";
+	"                     \"peak_rss_bytes\", \"kv_type\", \"depth\",\n"
+	"                     \"kv_bytes_per_token\"}\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -1084,7 +1089,7 @@ int cmd_bench_model(int argc, char **argv)
 	int32_t *ids = NULL, n_vocab;
 	float *logits = NULL;
 	struct rusage ru;
-	int64_t bytes;
+	int64_t bytes, weight_bytes, kv_bytes;
 	long rss;
 	int status, m, rc = TERN_OK;
 
@@ -1187,7 +1192,12 @@ int cmd_bench_model(int argc, char **argv)
 		goto fail;
 	getrusage(RUSAGE_SELF, &ru);
 	rss = ru.ru_maxrss;
-	bytes = tern_lm_weight_bytes_per_token(r.lm);
+	weight_bytes = tern_lm_weight_bytes_per_token(r.lm);
+	/* A decode run's step i (0-based) is at position depth + i and reads
+	 * depth + i + 1 positions of the cache: their mean over the run. */
+	kv_bytes = (int64_t)((double)tern_session_kv_bytes_per_position(s) *
+			     ((double)depth + (double)(n_tg + 1) / 2.0));
+	bytes = weight_bytes + kv_bytes;
 	/* The roofline. This machine's bandwidth can change from one second
 	 * to the next (a VM beside other tenants), so each of -r more decode
 	 * runs comes right after a probe and is set against that probe; the
@@ -1243,9 +1253,11 @@ int cmd_bench_model(int argc, char **argv)
 			printf(", \"threads\": %d, \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
 			       "\"bytes_per_token\": %" PRId64 ", \"bandwidth_gbs\": %.3f, "
 			       "\"pct_roofline\": %.2f, \"pct_roofline_range\": [%.2f, %.2f], "
-			       "\"peak_rss_bytes\": %lld, \"kv_type\": \"%s\", \"depth\": %ld}\n",
-			       tern_ctx_threads(r.ctx), pp, tg, bytes, bw, median(pct, reps), pct_lo,
-			       pct_hi, (long long)rss * 1024, tern_dtype_name(o.kv_type), depth);
+			       "\"peak_rss_bytes\": %lld, \"kv_type\": \"%s\", \"depth\": %ld, "
+			       "\"kv_bytes_per_token\": %" PRId64 "}\n",
+			       tern_ctx_threads(r.ctx), pp, tg, weight_bytes, bw, median(pct, reps),
+			       pct_lo, pct_hi, (long long)rss * 1024, tern_dtype_name(o.kv_type), depth,
+			       kv_bytes);
 		} else {
 			char pp_name[32], tg_name[32];
 
@@ -1255,7 +1267,8 @@ int cmd_bench_model(int argc, char **argv)
 			printf("threads          %d\n", tern_ctx_threads(r.ctx));
 			printf("%-16s %.2f tok/s\n", pp_name, pp);
 			printf("%-16s %.2f tok/s\n", tg_name, tg);
-			printf("bytes per token  %.1f MB\n", (double)bytes / 1e6);
+			printf("bytes per token  %.1f MB of weights + %.1f MB of KV cache\n",
+			       (double)weight_bytes / 1e6, (double)kv_bytes / 1e6);
 			if (bw_given)
 				printf("bandwidth        %.2f GB/s (given)\n", bw);
 			else

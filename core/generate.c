@@ -366,6 +366,13 @@ int32_t tern_session_pos(const tern_session *s)
 	return s->n_tokens;
 }
 
+int64_t tern_session_kv_bytes_per_position(const tern_session *s)
+{
+	return TERN_LM_HAS(s->lm->ops, session_kv_bytes_per_position)
+		       ? s->lm->ops->session_kv_bytes_per_position(s->ls)
+		       : 0;
+}
+
 void tern_session_reset(tern_session *s)
 {
 	s->lm->ops->session_truncate(s->ls, 0);

@@ -818,23 +818,44 @@ static int scan_bench(const char *p, int *threads, double *pp, double *tg, long 
 		      threads, pp, tg, bytes, bw, pct, lo, hi, rss);
 }
 
+/* The KV bytes of bench model's JSON (after "kv_bytes_per_token"), -1 if absent. */
+static long long bench_kv_bytes(const char *out)
+{
+	long long kv = -1;
+	const char *p = strstr(out, "\"kv_bytes_per_token\": ");
+	if (p && sscanf(p, "\"kv_bytes_per_token\": %lld}", &kv) != 1)
+		kv = -1;
+	return kv;
+}
+
 Test(generate, cli_bench_model_json_is_consistent)
 {
 	char *m = shared("llama.cpp/tiny-tq2_0.gguf");
 	const char *args[] = { "bench", "model", "-m", m, "-t", "1", "-p", "16", "-n", "8", "-r",
 			       "1", "--bandwidth", "10", "--json", NULL };
 	tern_file *f;
-	double expect = 0, pp, tg, bw, pct, lo, hi;
-	long long bytes, rss;
+	double expect = 0, pp, tg, bw, pct, lo, hi, kv_pos = 0;
+	long long bytes, rss, kv;
 	int threads;
 
 	/* Independent: every tensor once (the tied embedding is the head),
-	 * plus the one embedding row a token reads. */
+	 * plus the one embedding row a token reads. The KV cache: each
+	 * layer's keys and values, as wide as its attn_k rows, per position,
+	 * in f32. */
 	cr_assert_eq(tern_file_open(ctx, m, &f), TERN_OK);
 	for (size_t i = 0; i < tern_file_n_tensors(f); i++)
 		expect += (double)tern_file_tensor(f, i)->nbytes;
 	expect += (double)tern_file_find(f, "token_embd.weight")->nbytes / N_VOCAB;
+	for (int l = 0;; l++) {
+		char name[64];
+		snprintf(name, sizeof name, "blk.%d.attn_k.weight", l);
+		const tern_tensor *k = tern_file_find(f, name);
+		if (!k)
+			break;
+		kv_pos += 2.0 * (double)tern_tensor_rows(k) * 4;
+	}
 	tern_file_close(f);
+	cr_assert_gt(kv_pos, 0);
 	cli_out r = run_cli(args);
 	cr_assert_eq(r.status, 0, "%s", r.err);
 	const char *p = strstr(r.out, "\"threads\"");
@@ -846,11 +867,15 @@ Test(generate, cli_bench_model_json_is_consistent)
 	cr_expect_gt(pp, 0);
 	cr_expect_gt(tg, 0);
 	cr_expect_eq((double)bytes, expect, "bytes %lld, expected %.0f", bytes, expect);
+	/* 8 decode steps at positions 0..7 read 1..8 positions: 4.5 on average. */
+	kv = bench_kv_bytes(r.out);
+	cr_expect_eq(kv, (long long)(kv_pos * 4.5), "kv bytes %lld, expected %.0f", kv, kv_pos * 4.5);
 	cr_expect(fabs(bw - 10) < 1e-9);
-	cr_expect(fabs(pct - tg * (double)bytes / 1e10 * 100) <= 0.01 + 1e-3 * pct, "pct %f", pct);
+	cr_expect(fabs(pct - tg * (double)(bytes + kv) / 1e10 * 100) <= 0.01 + 1e-3 * pct, "pct %f",
+		  pct);
 	cr_expect(lo == pct && hi == pct, "one run: range %f..%f, pct %f", lo, hi, pct);
 	cr_expect_gt(rss, (long long)expect);
-	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f32\", \"depth\": 0}"), "%s", r.out);
+	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f32\", \"depth\": 0,"), "%s", r.out);
 	cli_free(&r);
 
 	/* With the probes: each of 3 decode runs is paired with its own
@@ -876,7 +901,18 @@ Test(generate, cli_bench_model_json_is_consistent)
 			       NULL };
 	r = run_cli(deep);
 	cr_assert_eq(r.status, 0, "%s", r.err);
-	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f16\", \"depth\": 40}"), "%s", r.out);
+	cr_expect_not_null(strstr(r.out, "\"kv_type\": \"f16\", \"depth\": 40,"), "%s", r.out);
+	/* Steps at positions 40..43 read 41..44 positions, in f16: half the
+	 * f32 bytes, and the roofline counts them. */
+	p = strstr(r.out, "\"threads\"");
+	cr_assert_not_null(p, "%s", r.out);
+	cr_assert_eq(scan_bench(p, &threads, &pp, &tg, &bytes, &bw, &pct, &lo, &hi, &rss), 9, "%s",
+		     r.out);
+	kv = bench_kv_bytes(r.out);
+	cr_expect_eq(kv, (long long)(kv_pos / 2 * 42.5), "kv bytes %lld, expected %.0f", kv,
+		     kv_pos / 2 * 42.5);
+	cr_expect(fabs(pct - tg * (double)(bytes + kv) / 1e10 * 100) <= 0.01 + 1e-3 * pct, "pct %f",
+		  pct);
 	cli_free(&r);
 	const char *too_deep[] = { "bench", "model", "-m", m, "-t", "1", "-p", "8", "-n", "4",
 				   "-d", "1020", "-r", "1", "--bandwidth", "10", NULL };

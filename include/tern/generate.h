@@ -143,6 +143,11 @@ TERN_API void tern_session_free(tern_session *s);
 TERN_API int32_t tern_session_n_ctx(const tern_session *s);
 /* Positions in the cache. */
 TERN_API int32_t tern_session_pos(const tern_session *s);
+/* Bytes of KV cache one position holds (keys and values of every layer,
+ * in the session's cache type): a decode step at position p reads p + 1
+ * times this besides the weights (tern_lm_weight_bytes_per_token). 0 when
+ * the model's plugin does not say. */
+TERN_API int64_t tern_session_kv_bytes_per_position(const tern_session *s);
 /* Forget everything. */
 TERN_API void tern_session_reset(tern_session *s);
 /* Forget positions pos.. and keep the first pos (0 <= pos <=

@@ -169,6 +169,11 @@ typedef struct tern_lm_iface {
 	 * provider does not keep: TERN_E_UNSUPPORTED. May be NULL (f32 only). */
 	int (*session_new_kv)(const void *lm, tern_ctx *ctx, int32_t n_ctx, int32_t n_batch,
 			      tern_dtype kv_type, tern_lm_session **out);
+	/* Bytes of KV cache one position holds in this session (keys and
+	 * values of every layer, in its cache type): a decode step at
+	 * position p reads p + 1 times this, besides the weights. May be
+	 * NULL (unknown). */
+	int64_t (*session_kv_bytes_per_position)(const tern_lm_session *s);
 } tern_lm_iface;
 
 /* Whether an interface table is large enough to hold `field`. */

@@ -494,6 +494,13 @@ static int32_t lm_session_n_ctx(const tern_lm_session *s)
 	return (int32_t)s->st->n_ctx;
 }
 
+static int64_t lm_session_kv_bytes(const tern_lm_session *s)
+{
+	const text_config *c = &s->lm->model->cfg;
+	const int64_t elem = s->st->kv_type == TERN_DTYPE_F16 ? 2 : 4;
+	return c->n_layers * 2 * c->n_kv_heads * c->head_dim * elem;
+}
+
 static int lm_session_truncate(tern_lm_session *s, int32_t pos)
 {
 	if (pos < 0 || pos > s->st->pos)
@@ -564,4 +571,5 @@ const tern_lm_iface text_lm_iface = {
 	.eval_embd = NULL,
 	.embed = lm_embed,
 	.session_new_kv = lm_session_new_kv,
+	.session_kv_bytes_per_position = lm_session_kv_bytes,
 };
