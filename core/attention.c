@@ -6,7 +6,9 @@
  * The heads are the kernel table's attn (scalar reference in
  * kernels_scalar.c), one at a time for tern_attention and a kv head's
  * whole group at a time for tern_attention_ctx; this file checks the
- * arguments and walks the queries and heads.
+ * arguments and walks the queries and heads. tern_f32_to_f16_row, the
+ * f16 KV cache's store, is here too: the other call an attention layer
+ * makes through the kernel table.
  */
 #include <math.h>
 #include <string.h>
@@ -100,6 +102,14 @@ int tern_attention(const tern_attn_params *p, const float *q, const float *k, co
 		   float *out, float *scratch)
 {
 	return attention_run(tern_attn_scalar, false, p, q, false, k, v, out, scratch);
+}
+
+int tern_f32_to_f16_row(const tern_ctx *ctx, const float *x, uint16_t *y, int64_t n)
+{
+	if (!ctx || n < 0 || (n > 0 && (!x || !y)))
+		return TERN_E_INVALID;
+	tern_ctx_kernels_of(ctx)->f16_row(x, y, n);
+	return TERN_OK;
 }
 
 int tern_attention_ctx(const tern_ctx *ctx, const tern_attn_params *p, const float *q,

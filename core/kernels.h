@@ -92,6 +92,15 @@ void tern_quant_row_scalar(const float *x, int64_t n, int64_t kpad, int8_t *q, f
  * (the queries are read first), not k or v. The scalar one is the
  * reference (one head at a time); SIMD ones differ from it in rounding
  * only (FMA, other summation orders, their own exp). */
+/* y[i] = tern_f32_to_f16(x[i]) for i < n, bit for bit on every path (the
+ * f16 KV cache's stores). */
+typedef void (*tern_f16_row_fn)(const float *x, uint16_t *y, int64_t n);
+void tern_f16_row_scalar(const float *x, uint16_t *y, int64_t n);
+#if defined(__x86_64__) || defined(__i386__)
+/* F16C (kernels_avx2.c), shared by the AVX2 and AVX-512 tables. */
+void tern_f16_row_f16c(const float *x, uint16_t *y, int64_t n);
+#endif
+
 typedef void (*tern_attn_fn)(const float *q, int64_t G, const void *k, const void *v,
 			     bool kv_f16, int64_t kvs, int64_t nk, int64_t hd, float scale, float *s,
 			     float *out);
@@ -114,6 +123,7 @@ typedef struct tern_kernels {
 	tern_fdot_fn bf16_dot;
 	tern_quant_fn quant_row;
 	tern_attn_fn attn;
+	tern_f16_row_fn f16_row;
 } tern_kernels;
 
 /* Each returns its table, or NULL if the path is not compiled in. */

@@ -854,6 +854,26 @@ static inline void hsum8_avx2(const __m256 *a, float scale, float *out)
 
 #include "core/kernels_attn.h"
 
+/* F16C converts 8 floats at a time with tern_f32_to_f16's rounding (to
+ * nearest even, past 65504 to infinity, exact f16 subnormals; the default
+ * MXCSR, which tern never changes). NaNs differ: the instruction quiets a
+ * signalling NaN where the reference keeps its payload, so a block
+ * holding a NaN goes through the reference. */
+void tern_f16_row_f16c(const float *x, uint16_t *y, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 v = _mm256_loadu_ps(x + i);
+		if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) {
+			tern_f16_row_scalar(x + i, y + i, 8);
+			continue;
+		}
+		_mm_storeu_si128((__m128i *)(void *)(y + i),
+				 _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+	}
+	tern_f16_row_scalar(x + i, y + i, n - i);
+}
+
 static const tern_kernels avx2_table = {
 	.path = TERN_KERNEL_AVX2,
 	.t2_dot = t2_dot_avx2,
@@ -865,6 +885,7 @@ static const tern_kernels avx2_table = {
 	.bf16_dot = bf16_dot_avx2,
 	.quant_row = quant_row_avx2,
 	.attn = attn_simd,
+	.f16_row = tern_f16_row_f16c,
 };
 
 const tern_kernels *tern_kernels_avx2(void)

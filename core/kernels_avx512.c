@@ -1416,6 +1416,7 @@ static const tern_kernels avx512_table = {
 	.bf16_dot = bf16_dot_avx512,
 	.quant_row = quant_row_avx512,
 	.attn = attn_simd,
+	.f16_row = tern_f16_row_f16c,
 };
 
 /* The same with the VBMI decoder for T3 where the CPU has it. */
@@ -1430,6 +1431,7 @@ static const tern_kernels avx512_vbmi_table = {
 	.bf16_dot = bf16_dot_avx512,
 	.quant_row = quant_row_avx512,
 	.attn = attn_simd,
+	.f16_row = tern_f16_row_f16c,
 };
 
 const tern_kernels *tern_kernels_avx512(bool vbmi)

@@ -539,6 +539,7 @@ static const tern_kernels neon_kernels = {
 	.bf16_dot = neon_bf16_dot,
 	.quant_row = tern_quant_row_scalar,
 	.attn = neon_attn,
+	.f16_row = tern_f16_row_scalar,
 };
 
 const tern_kernels *tern_kernels_neon(void)

@@ -307,6 +307,12 @@ static void attn_head_f16_scalar(const float *q, const uint16_t *k, const uint16
 	}
 }
 
+void tern_f16_row_scalar(const float *x, uint16_t *y, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		y[i] = tern_f32_to_f16(x[i]);
+}
+
 void tern_attn_scalar(const float *q, int64_t G, const void *k, const void *v, bool kv_f16,
 		      int64_t kvs, int64_t nk, int64_t hd, float scale, float *s, float *out)
 {
@@ -330,6 +336,7 @@ static const tern_kernels scalar_table = {
 	.bf16_dot = bf16_dot_scalar,
 	.quant_row = tern_quant_row_scalar,
 	.attn = tern_attn_scalar,
+	.f16_row = tern_f16_row_scalar,
 };
 
 const tern_kernels *tern_kernels_scalar(void)

@@ -16,6 +16,7 @@
 #include "core/kernels.h"
 #include "core/pack.h"
 #include "tern/matmul.h"
+#include "tern/ops.h"
 #include "tern/tensor.h"
 #include "testutil.h"
 
@@ -246,7 +247,7 @@ static void expect_complete(const tern_kernels *k, const char *what)
 {
 	cr_assert_not_null(k, "%s", what);
 	cr_expect(k->t2_dot && k->t3_dot && k->i8_dot && k->i4_dot && k->f32_dot && k->f16_dot &&
-			  k->bf16_dot && k->quant_row && k->attn,
+			  k->bf16_dot && k->quant_row && k->attn && k->f16_row,
 		  "%s table has an empty entry", what);
 }
 
@@ -1512,4 +1513,94 @@ Test(kernels, one_token_matmul_equals_its_row_of_a_two_token_call_bitwise)
 		}
 	}
 	free(x);
+}
+
+Test(kernels, f16_rows_equal_the_scalar_conversion_bit_for_bit_on_every_path)
+{
+	/* The f16 KV cache's stores: every path must give tern_f32_to_f16's
+	 * bits, for normal values, exact ties at f16's last place (both
+	 * parities), f16 subnormals and the ties between them, values that
+	 * round up to the next binade or to infinity, f32 subnormals, zeros,
+	 * infinities, and quiet and signalling NaNs (which the SIMD paths
+	 * hand to the reference); every length up to 40 covers each vector
+	 * tail, and a NaN in any lane of a block. */
+	tu_rng rng = tu_rng_new(41);
+	enum { N = 1000 };
+	static const uint32_t special[] = {
+		0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, /* zeros, f32 subnormals */
+		0x33000000u, 0x33000001u, 0x33800000u, 0xb3c00000u, /* around half the least subnormal */
+		0x387fe000u, 0x387ff000u, 0x38800000u, 0x38801000u, /* subnormal/normal edge, ties */
+		0x3f801000u, 0x3f803000u, 0x3f800fffu, 0xbf803000u, /* ties to even at 1.0 */
+		0x477fe000u, 0x477fefffu, 0x477ff000u, 0x47800000u, /* 65504, past it, to infinity */
+		0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc12345u, /* infinities, quiet NaNs */
+		0x7f800001u, 0x7fa00000u, 0xff812345u,              /* signalling NaNs */
+	};
+	const size_t ns = sizeof special / sizeof special[0];
+	float *x = malloc(sizeof(float) * N);
+	uint16_t *ref = malloc(2 * N), *got = malloc(2 * N);
+	for (int i = 0; i < N; i++) {
+		uint32_t u;
+		switch (i % 4) {
+		case 0: /* any bits */
+			u = (uint32_t)tu_int(&rng, 0, 0xffff) << 16 | (uint32_t)tu_int(&rng, 0, 0xffff);
+			break;
+		case 1: /* f16's range, ties likely: low 13 bits 0x1000 */
+			u = (uint32_t)tu_int(&rng, 0x33000000, 0x477fffff) & ~0x1fffu;
+			u |= tu_int(&rng, 0, 1) ? 0x1000u : (uint32_t)tu_int(&rng, 0, 0x1fff);
+			u |= tu_int(&rng, 0, 1) ? 0x80000000u : 0;
+			break;
+		case 2:
+			u = special[tu_int(&rng, 0, (int)ns - 1)];
+			break;
+		default: { /* KV-like values */
+			float f = tu_normal(&rng) * 4.0f;
+			memcpy(&u, &f, 4);
+		}
+		}
+		memcpy(&x[i], &u, 4);
+	}
+	tern_f16_row_scalar(x, ref, N);
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(ref[i], tern_f32_to_f16(x[i]));
+	/* The special values one by one, at each lane of an 8-wide block. */
+	float blk[16];
+	uint16_t rb[16], gb[16];
+	for (int p = 0; p < TERN_KERNEL_COUNT; p++) {
+		const tern_kernels *kt = tern_kernels_get((tern_kernel_path)p);
+		if (!kt)
+			continue;
+		for (int64_t n = 0; n <= 40; n++)
+			for (int64_t off = 0; off < 3; off++) {
+				memset(got, 0xa5, 2 * N);
+				kt->f16_row(x + off * 41, got, n);
+				cr_assert_eq(memcmp(got, ref + off * 41, 2 * (size_t)n), 0, "%s n=%lld",
+					     tern_kernel_path_name((tern_kernel_path)p), (long long)n);
+				cr_assert_eq(got[n], 0xa5a5, "%s wrote past n=%lld",
+					     tern_kernel_path_name((tern_kernel_path)p), (long long)n);
+			}
+		kt->f16_row(x, got, N);
+		cr_assert_eq(memcmp(got, ref, 2 * N), 0, "%s", tern_kernel_path_name((tern_kernel_path)p));
+		for (size_t si = 0; si < ns; si++)
+			for (int lane = 0; lane < 16; lane++) {
+				for (int i = 0; i < 16; i++)
+					blk[i] = 0.1f * (float)(i + 1);
+				memcpy(&blk[lane], &special[si], 4);
+				tern_f16_row_scalar(blk, rb, 16);
+				kt->f16_row(blk, gb, 16);
+				cr_assert_eq(memcmp(gb, rb, sizeof rb), 0, "%s special %08x lane %d",
+					     tern_kernel_path_name((tern_kernel_path)p), special[si], lane);
+			}
+	}
+	/* The public entry and its argument checks. */
+	tern_ctx *ctx = ctx_with(1, tern_kernel_detect());
+	cr_assert_eq(tern_f32_to_f16_row(ctx, x, got, N), TERN_OK);
+	cr_assert_eq(memcmp(got, ref, 2 * N), 0);
+	cr_expect_eq(tern_f32_to_f16_row(NULL, x, got, N), TERN_E_INVALID);
+	cr_expect_eq(tern_f32_to_f16_row(ctx, x, got, -1), TERN_E_INVALID);
+	cr_expect_eq(tern_f32_to_f16_row(ctx, NULL, got, 1), TERN_E_INVALID);
+	cr_expect_eq(tern_f32_to_f16_row(ctx, NULL, NULL, 0), TERN_OK);
+	tern_ctx_free(ctx);
+	free(x);
+	free(ref);
+	free(got);
 }

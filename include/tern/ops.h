@@ -93,6 +93,12 @@ TERN_API int tern_attention_ctx(const tern_ctx *ctx, const tern_attn_params *p, 
 				tern_dtype kv_type, const void *k, const void *v, float *out,
 				float *scratch);
 
+/* y[i] = tern_f32_to_f16(x[i]) for i < n, bit for bit, with ctx's kernel
+ * path (F16C on x86). Only reads ctx: any threads may call it at once.
+ * x and y must not overlap. TERN_E_INVALID for a NULL ctx, n < 0, or NULL
+ * arrays with n > 0 (the message goes nowhere without a ctx). */
+TERN_API int tern_f32_to_f16_row(const tern_ctx *ctx, const float *x, uint16_t *y, int64_t n);
+
 /* Patch embedding: a convolution with stride = kernel = patch, as a matmul.
  * img [C][H][W] float (planar); H, W multiples of patch. w [D][C*patch*patch]
  * in (c, ky, kx) order (PyTorch Conv2d weight flattened), b [D] or NULL.

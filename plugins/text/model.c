@@ -1032,11 +1032,9 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		trace(s, "Qcur", l, s->q, n, QW);
 		trace(s, "Kcur", l, knew, n, KW);
 		trace(s, "Vcur", l, vnew, n, KW);
-		if (f16)
-			for (int64_t i = 0; i < n * KW; i++) {
-				kh[pos0 * KW + i] = tern_f32_to_f16(knew[i]);
-				vh[pos0 * KW + i] = tern_f32_to_f16(vnew[i]);
-			}
+		if (f16 && ((rc = tern_f32_to_f16_row(ctx, knew, kh + pos0 * KW, n * KW)) ||
+			    (rc = tern_f32_to_f16_row(ctx, vnew, vh + pos0 * KW, n * KW))))
+			break;
 
 		if (c->arch == TEXT_ARCH_BITLLAMA2C) {
 			attn_l2c(c, s->q, kc, vc, s->att, n, pos0, scratch);
