@@ -4,8 +4,10 @@
  * defines: VEC (floats per vector), VT, MASKT, TAILMASK(n), ZERO(),
  * LOAD(p), MLOAD(m, p), STORE(p, x), MSTORE(m, p, x), FMA(a, b, c),
  * SET1(x), HSUM(x), HSUM8(a, scale, out), SOFTMAX(s, n), KVLOAD(f16,
- * base, off), KVMLOAD(f16, m, n, base, off), and KINLINE. Included once
- * per file; defines the static attn_simd and undefines the macros.
+ * base, off), KVMLOAD(f16, m, n, base, off), KINLINE, and ATT_QH (query
+ * heads per pass over a block: 2 where 32 vector registers hold two
+ * heads' accumulators, else 1). Included once per file; defines the
+ * static attn_simd and undefines the macros.
  */
 #ifndef TERN_CORE_KERNELS_ATTN_H
 #define TERN_CORE_KERNELS_ATTN_H
@@ -18,10 +20,20 @@
  * own exp; rows whose maximum is not finite go to tern_softmax), then the weighted sum of the
  * values held in up to ATT_OB accumulators (ATT_OB * VEC floats of out).
  * Blocks of keys and of values are the outer loops and heads the inner
- * ones, so each block comes from memory once for the whole group. */
+ * ones, so each block comes from memory once for the whole group. With
+ * ATT_QH 2, two heads share each key and value vector loaded (and, for
+ * an f16 cache, converted): each accumulator still sees the same
+ * operations in the same order, so the results are those of one head at a
+ * time, bit for bit. Keys are prefetched ATT_PFK blocks ahead: the cache
+ * holds a kv head's rows every n_kv_heads * head_dim elements, a pattern
+ * the hardware prefetchers follow poorly. Measured on the Zen 5 VM, one
+ * thread, 30 layers x 5 kv heads of 4 query heads x 1500 positions from
+ * memory: 17.5-19.3 -> 14.7-16.5 ms (one head at a time, no prefetch ->
+ * both); from cache the pairs alone gain about 20%. */
 #define ATT_KB 8
 #define ATT_OB 8
 #define ATT_VB 32
+#define ATT_PFK 2
 
 /* The body, with keys and values read as f32 or (F16) as f16. KV offsets
  * are in elements. */
@@ -35,7 +47,47 @@ KINLINE void attn_body(const float *q, int64_t G, const void *k, const void *v, 
 	for (int64_t j = 0; j < nk; j += ATT_KB) {
 		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
 		const int64_t kj = j * kvs;
-		for (int64_t g = 0; g < G; g++) {
+		if (j + (ATT_PFK + 1) * ATT_KB <= nk) {
+			const size_t esz = F16 ? 2 : 4;
+			const uintptr_t r0 = (uintptr_t)k + (size_t)(kj + ATT_PFK * ATT_KB * kvs) * esz;
+			for (int r = 0; r < ATT_KB; r++)
+				for (size_t b = 0; b < (size_t)hd * esz; b += 64)
+					_mm_prefetch((const char *)(r0 + (size_t)(r * kvs) * esz + b),
+						     _MM_HINT_T0);
+		}
+		int64_t g = 0;
+#if ATT_QH == 2
+		if (kb == ATT_KB)
+			for (; g + 2 <= G; g += 2) {
+				const float *q0 = q + g * hd, *q1 = q0 + hd;
+				VT a0[ATT_KB], a1[ATT_KB];
+#pragma GCC unroll 8
+				for (int r = 0; r < ATT_KB; r++)
+					a0[r] = a1[r] = ZERO();
+				for (int64_t i = 0; i < full; i += VEC) {
+					const VT x0 = LOAD(q0 + i), x1 = LOAD(q1 + i);
+#pragma GCC unroll 8
+					for (int r = 0; r < ATT_KB; r++) {
+						const VT kv = KVLOAD(F16, k, kj + r * kvs + i);
+						a0[r] = FMA(x0, kv, a0[r]);
+						a1[r] = FMA(x1, kv, a1[r]);
+					}
+				}
+				if (full < hd) {
+					const VT x0 = MLOAD(tm, q0 + full), x1 = MLOAD(tm, q1 + full);
+#pragma GCC unroll 8
+					for (int r = 0; r < ATT_KB; r++) {
+						const VT kv =
+							KVMLOAD(F16, tm, hd - full, k, kj + r * kvs + full);
+						a0[r] = FMA(x0, kv, a0[r]);
+						a1[r] = FMA(x1, kv, a1[r]);
+					}
+				}
+				HSUM8(a0, scale, s + g * nk + j);
+				HSUM8(a1, scale, s + (g + 1) * nk + j);
+			}
+#endif
+		for (; g < G; g++) {
 			const float *qg = q + g * hd;
 			VT acc[ATT_KB];
 #pragma GCC unroll 8
@@ -89,7 +141,36 @@ KINLINE void attn_body(const float *q, int64_t G, const void *k, const void *v, 
 		const MASKT cm = TAILMASK(ct);
 		for (int64_t j0 = 0; j0 < nk; j0 += ATT_VB) {
 			const int64_t j1 = nk - j0 < ATT_VB ? nk : j0 + ATT_VB;
-			for (int64_t g = 0; g < G; g++) {
+			int64_t g = 0;
+#if ATT_QH == 2
+			if (nv == ATT_OB && cw == ATT_OB * VEC)
+				for (; g + 2 <= G; g += 2) {
+					float *o0p = out + g * hd + c0, *o1p = o0p + hd;
+					const float *s0 = s + g * nk, *s1 = s0 + nk;
+					VT o0[ATT_OB], o1[ATT_OB];
+#pragma GCC unroll 8
+					for (int u = 0; u < ATT_OB; u++) {
+						o0[u] = j0 > 0 ? LOAD(o0p + u * VEC) : ZERO();
+						o1[u] = j0 > 0 ? LOAD(o1p + u * VEC) : ZERO();
+					}
+					for (int64_t jj = j0; jj < j1; jj++) {
+						const VT p0 = SET1(s0[jj]), p1 = SET1(s1[jj]);
+						const int64_t vj = jj * kvs + c0;
+#pragma GCC unroll 8
+						for (int u = 0; u < ATT_OB; u++) {
+							const VT vv = KVLOAD(F16, v, vj + u * VEC);
+							o0[u] = FMA(p0, vv, o0[u]);
+							o1[u] = FMA(p1, vv, o1[u]);
+						}
+					}
+#pragma GCC unroll 8
+					for (int u = 0; u < ATT_OB; u++) {
+						STORE(o0p + u * VEC, o0[u]);
+						STORE(o1p + u * VEC, o1[u]);
+					}
+				}
+#endif
+			for (; g < G; g++) {
 				float *og = out + g * hd + c0;
 				const float *sg = s + g * nk;
 				VT o[ATT_OB];
@@ -144,6 +225,7 @@ static void attn_simd(const float *q, int64_t G, const void *k, const void *v, b
 #undef ATT_KB
 #undef ATT_OB
 #undef ATT_VB
+#undef ATT_PFK
 
 /* The macros were the including file's arguments to this one. */
 #undef VEC
@@ -162,5 +244,6 @@ static void attn_simd(const float *q, int64_t G, const void *k, const void *v, b
 #undef HSUM
 #undef HSUM8
 #undef SOFTMAX
+#undef ATT_QH
 
 #endif

@@ -852,6 +852,7 @@ static inline void hsum8_avx2(const __m256 *a, float scale, float *out)
 #define HSUM8(a, sc, o) hsum8_avx2((a), (sc), (o))
 #define SOFTMAX(s, n) softmax_avx2((s), (n))
 
+#define ATT_QH 1 /* 16 ymm registers: one head's 8 accumulators at a time */
 #include "core/kernels_attn.h"
 
 /* F16C converts 8 floats at a time with tern_f32_to_f16's rounding (to

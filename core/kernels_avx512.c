@@ -1403,6 +1403,7 @@ KINLINE void hsum8_avx512(const __m512 *a, float scale, float *out)
 #define HSUM8(a, sc, o) hsum8_avx512((a), (sc), (o))
 #define SOFTMAX(s, n) softmax_avx512((s), (n))
 
+#define ATT_QH 2 /* 32 zmm registers: two heads' 8 accumulators each */
 #include "core/kernels_attn.h"
 
 static const tern_kernels avx512_table = {

@@ -359,3 +359,64 @@ Test(attention, every_kernel_path_matches_naive_reference)
 	cr_assert(tern_attention_ctx(ctx, &p, Q, TERN_DTYPE_BF16, K, V, O, S) == TERN_E_INVALID);
 	tern_ctx_free(ctx);
 }
+
+Test(attention, a_group_of_heads_equals_its_heads_one_at_a_time_bitwise)
+{
+	/* tern_attention_ctx takes a kv head's query heads together (the
+	 * AVX-512 path two at a time, sharing each key and value vector it
+	 * loads, with key prefetches from 24 keys on): every head's output
+	 * must be exactly what that head alone gives, f32 and f16 caches,
+	 * groups of 2 to 5 (odd ones leave a single head), whole and partial
+	 * blocks of keys and of output chunks. */
+	static const char *paths[] = { "scalar", "avx2", "avx512", "neon" };
+	static const int64_t hds[] = { 64, 128, 129, 200 }, nks[] = { 8, 23, 24, 40, 100 };
+	const int64_t cap = 100 * 200;
+	float *q = malloc(sizeof(float) * 5 * 200), *k = malloc(sizeof(float) * cap),
+	      *v = malloc(sizeof(float) * cap), *o1 = malloc(sizeof(float) * 5 * 200),
+	      *o2 = malloc(sizeof(float) * 5 * 200), *s = malloc(sizeof(float) * 5 * 100);
+	uint16_t *kh = malloc(2 * cap), *vh = malloc(2 * cap);
+	tu_rng r = tu_rng_new(77);
+	for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
+		tern_ctx_params cp = tern_ctx_default_params();
+		cp.n_threads = 1;
+		cp.kernel = paths[pi];
+		tern_ctx *ctx = NULL;
+		if (tern_ctx_new(&cp, &ctx) != TERN_OK)
+			continue;
+		for (size_t hi = 0; hi < 4; hi++)
+			for (size_t ni = 0; ni < 5; ni++)
+				for (int64_t G = 2; G <= 5; G++)
+					for (int f16 = 0; f16 < 2; f16++) {
+						const int64_t hd = hds[hi], nk = nks[ni];
+						fill(&r, q, G * hd, 3.0f);
+						fill(&r, k, nk * hd, 3.0f);
+						fill(&r, v, nk * hd, 1.0f);
+						for (int64_t e = 0; e < nk * hd; e++) {
+							kh[e] = tern_f32_to_f16(k[e]);
+							vh[e] = tern_f32_to_f16(v[e]);
+						}
+						const tern_dtype t = f16 ? TERN_DTYPE_F16 : TERN_DTYPE_F32;
+						const void *kk = f16 ? (const void *)kh : k;
+						const void *vv = f16 ? (const void *)vh : v;
+						tern_attn_params p = params(1, nk, G, 1, hd, nk - 1, true);
+						cr_assert_eq(tern_attention_ctx(ctx, &p, q, t, kk, vv, o1, s), TERN_OK);
+						tern_attn_params p1 = params(1, nk, 1, 1, hd, nk - 1, true);
+						for (int64_t g = 0; g < G; g++)
+							cr_assert_eq(tern_attention_ctx(ctx, &p1, q + g * hd, t, kk, vv,
+											o2 + g * hd, s),
+								     TERN_OK);
+						cr_assert_eq(memcmp(o1, o2, sizeof(float) * (size_t)(G * hd)), 0,
+							     "%s hd=%lld nk=%lld G=%lld f16=%d", paths[pi],
+							     (long long)hd, (long long)nk, (long long)G, f16);
+					}
+		tern_ctx_free(ctx);
+	}
+	free(q);
+	free(k);
+	free(v);
+	free(o1);
+	free(o2);
+	free(s);
+	free(kh);
+	free(vh);
+}
