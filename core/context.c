@@ -4,6 +4,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -32,13 +33,29 @@ int tern_size_add(size_t a, size_t b, size_t *out)
 	return TERN_OK;
 }
 
+/* Blocks from this size on (KV caches, large work buffers) are 2 MiB
+ * aligned and marked for transparent huge pages, as loaded weights are
+ * (formats/file.c): attention streams the whole KV cache every token, and
+ * in a VM each TLB miss costs a nested page walk. */
+#define HUGE_ALLOC ((size_t)8 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+
 void *tern_alloc(size_t bytes)
 {
 	void *p = NULL;
 	if (bytes == 0)
 		bytes = 1;
-	if (bytes > SIZE_MAX - 63)
+	if (bytes > SIZE_MAX - HUGE_PAGE)
 		return NULL;
+	if (bytes >= HUGE_ALLOC) {
+		bytes = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+		if (posix_memalign(&p, HUGE_PAGE, bytes) != 0)
+			return NULL;
+#ifdef MADV_HUGEPAGE
+		madvise(p, bytes, MADV_HUGEPAGE); /* a hint: failure only costs speed */
+#endif
+		return p;
+	}
 	bytes = (bytes + 63) & ~(size_t)63;
 	if (posix_memalign(&p, 64, bytes) != 0)
 		return NULL;

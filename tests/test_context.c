@@ -130,7 +130,20 @@ Test(context, size_helpers_detect_overflow)
 	cr_assert_eq(tern_size_add(1, 2, &r), TERN_OK);
 	cr_assert_eq(r, 3);
 	cr_assert_null(tern_alloc(SIZE_MAX));
+	cr_assert_null(tern_alloc(SIZE_MAX - (1u << 20)));
 	void *p = tern_alloc(0);
 	cr_assert_not_null(p);
 	tern_free(p);
+	/* Small blocks are 64-byte aligned; from 8 MiB on (KV caches) 2 MiB
+	 * aligned, so whole huge pages can back them; all writable to the end. */
+	static const size_t sizes[] = { 1, 63, 4096, (8u << 20) - 1, 8u << 20, (9u << 20) + 5 };
+	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		unsigned char *b = tern_alloc(sizes[i]);
+		cr_assert_not_null(b);
+		cr_expect_eq((uintptr_t)b % (sizes[i] >= (8u << 20) ? (2u << 20) : 64), 0, "%zu",
+			     sizes[i]);
+		b[0] = 1;
+		b[sizes[i] - 1] = 2;
+		tern_free(b);
+	}
 }
