@@ -299,18 +299,28 @@ Test(attention, per_kv_head_calls_equal_one_call)
  * double reference, on head sizes around every slice and chunk edge, key
  * counts around the block, groups of 2 and 5 query heads, and keys and
  * values in f32 and in f16 (the reference then takes the rounded values). */
+static const char *const paths[] = { "scalar", "avx2", "avx512", "neon" };
+#define N_PATHS (sizeof paths / sizeof paths[0])
+
+/* A one-thread context on kernel path `name`, NULL when it is not built
+ * here or the CPU lacks it. */
+static tern_ctx *path_ctx(const char *name)
+{
+	tern_ctx_params cp = tern_ctx_default_params();
+	cp.n_threads = 1;
+	cp.kernel = name;
+	tern_ctx *ctx = NULL;
+	return tern_ctx_new(&cp, &ctx) == TERN_OK ? ctx : NULL;
+}
+
 Test(attention, every_kernel_path_matches_naive_reference)
 {
-	static const char *paths[] = { "scalar", "avx2", "avx512", "neon" };
 	static const int64_t hds[] = { 1, 7, 8, 9, 16, 17, 33, 64, 100, 128, 129, 200, 257 };
 	int ran = 0;
-	for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
-		tern_ctx_params cp = tern_ctx_default_params();
-		cp.n_threads = 1;
-		cp.kernel = paths[pi];
-		tern_ctx *ctx = NULL;
-		if (tern_ctx_new(&cp, &ctx) != TERN_OK)
-			continue; /* not built here, or the CPU lacks it */
+	for (size_t pi = 0; pi < N_PATHS; pi++) {
+		tern_ctx *ctx = path_ctx(paths[pi]);
+		if (!ctx)
+			continue;
 		ran++;
 		for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
 			const int64_t hd = hds[hi];
@@ -368,7 +378,6 @@ Test(attention, a_group_of_heads_equals_its_heads_one_at_a_time_bitwise)
 	 * must be exactly what that head alone gives, f32 and f16 caches,
 	 * groups of 2 to 5 (odd ones leave a single head), whole and partial
 	 * blocks of keys and of output chunks. */
-	static const char *paths[] = { "scalar", "avx2", "avx512", "neon" };
 	static const int64_t hds[] = { 64, 128, 129, 200 }, nks[] = { 8, 23, 24, 40, 100 };
 	const int64_t cap = 100 * 200;
 	float *q = malloc(sizeof(float) * 5 * 200), *k = malloc(sizeof(float) * cap),
@@ -376,12 +385,9 @@ Test(attention, a_group_of_heads_equals_its_heads_one_at_a_time_bitwise)
 	      *o2 = malloc(sizeof(float) * 5 * 200), *s = malloc(sizeof(float) * 5 * 100);
 	uint16_t *kh = malloc(2 * cap), *vh = malloc(2 * cap);
 	tu_rng r = tu_rng_new(77);
-	for (size_t pi = 0; pi < sizeof paths / sizeof paths[0]; pi++) {
-		tern_ctx_params cp = tern_ctx_default_params();
-		cp.n_threads = 1;
-		cp.kernel = paths[pi];
-		tern_ctx *ctx = NULL;
-		if (tern_ctx_new(&cp, &ctx) != TERN_OK)
+	for (size_t pi = 0; pi < N_PATHS; pi++) {
+		tern_ctx *ctx = path_ctx(paths[pi]);
+		if (!ctx)
 			continue;
 		for (size_t hi = 0; hi < 4; hi++)
 			for (size_t ni = 0; ni < 5; ni++)
