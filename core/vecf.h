@@ -1,14 +1,14 @@
 /*
  * vecf.h: the float vector type of the loops in ops.c, attention.c and
- * matmul.c's one-token finishing (GCC/clang vector extensions). Those
- * files are built for the baseline ISA, whose vectors hold 4 floats on
- * x86-64 (SSE2) and AArch64 (NEON), so a block of VF_LANES = 16 floats
- * is four vf4 and every operation below is one native instruction. Each lane does exactly the float
- * operation of the scalar loop it replaces, in the same order. The
- * plain-C loops this replaced left gcc -O2 half-vectorized code that
- * bounced each block through the stack, several times slower. Loads and
- * stores go through memcpy: no alignment or aliasing is assumed. Macros,
- * not inline functions, as passing vectors by value draws gcc's ABI
+ * matmul.c's one-token finishing (GCC/clang vector extensions). Those files
+ * are built for the baseline ISA, whose vectors hold 4 floats on x86-64
+ * (SSE2) and AArch64 (NEON), so a block of VF_LANES = 16 floats is four vf4
+ * and every operation below is one native instruction. Each lane does
+ * exactly the float operation of the scalar loop it replaces, in the same
+ * order. The plain-C loops this replaced left gcc -O2 half-vectorized code
+ * that bounced each block through the stack, several times slower. Loads
+ * and stores go through memcpy: no alignment or aliasing is assumed.
+ * Macros, not inline functions, as passing vectors by value draws gcc's ABI
  * notes (-Wpsabi) on some targets.
  */
 #ifndef TERN_CORE_VECF_H
