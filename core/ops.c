@@ -480,3 +480,74 @@ float tern_vec_dot(const float *a, const float *b, int64_t n)
 		acc[j] += acc[j + 4];
 	return ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
 }
+
+/* ---- top-k ---------------------------------------------------------------- */
+
+/* Does id a rank below id b: a smaller value, or the same and a larger id? */
+static bool ranks_below(const float *v, int32_t a, int32_t b)
+{
+	return v[a] < v[b] || (v[a] == v[b] && a > b);
+}
+
+/* Restores h[0..m), a heap with the lowest-ranked id on top, below i. */
+static void top_k_down(const float *v, int32_t *h, int64_t m, int64_t i)
+{
+	for (;;) {
+		int64_t c = 2 * i + 1;
+		if (c >= m)
+			return;
+		if (c + 1 < m && ranks_below(v, h[c + 1], h[c]))
+			c++;
+		if (!ranks_below(v, h[c], h[i]))
+			return;
+		int32_t t = h[c];
+		h[c] = h[i];
+		h[i] = t;
+		i = c;
+	}
+}
+
+int tern_top_k(const float *v, int64_t n, int64_t k, int32_t *idx)
+{
+	if (!v || !idx || k < 1 || k > n || n > INT32_MAX)
+		return TERN_E_INVALID;
+	for (int64_t i = 0; i < k; i++)
+		idx[i] = (int32_t)i;
+	for (int64_t i = k / 2; i-- > 0;)
+		top_k_down(v, idx, k, i);
+	/* Later ids rank below equal values already held, so only a strictly
+	 * larger value gets in. */
+	int64_t i = k;
+	while (i < n) {
+		int64_t end = n;
+		if (i + LANES <= n) {
+			const vf4 t = VF_SPLAT(v[idx[0]]);
+			vi4 hit = { 0, 0, 0, 0 };
+#pragma GCC unroll 4
+			for (int p = 0; p < VF_PARTS; p++) {
+				vf4 x;
+				VF_LOAD(x, v + i + 4 * p);
+				hit |= x > t;
+			}
+			if (!(hit[0] | hit[1] | hit[2] | hit[3])) {
+				i += LANES;
+				continue;
+			}
+			end = i + LANES;
+		}
+		for (; i < end; i++) {
+			if (v[i] > v[idx[0]]) {
+				idx[0] = (int32_t)i;
+				top_k_down(v, idx, k, 0);
+			}
+		}
+	}
+	/* Heapsort: the lowest-ranked left goes to the end each time. */
+	for (int64_t m = k; m > 1; m--) {
+		int32_t t = idx[0];
+		idx[0] = idx[m - 1];
+		idx[m - 1] = t;
+		top_k_down(v, idx, m - 1, 0);
+	}
+	return TERN_OK;
+}

@@ -2,8 +2,9 @@
  * test_ops.c: the float32 ops of ops.h against straightforward references
  * written here in double precision (norms, softmax, activations, RoPE as an
  * explicit rotation, patch embedding as a direct convolution, timestep
- * embedding from its formula, vector helpers), with edge cases: n = 1, odd
- * sizes, huge magnitudes, zero rows, fully masked rows, bad arguments.
+ * embedding from its formula, vector helpers, top-k against a full sort),
+ * with edge cases: n = 1, odd sizes, huge magnitudes, zero rows, fully
+ * masked rows, bad arguments.
  *
  * Tolerances are in units of U = 2^-24, the unit roundoff of float: each
  * says how many float roundings (or which input rounding) the op performs
@@ -662,4 +663,75 @@ Test(ops, zero_length_calls_touch_nothing)
 	tern_silu(xc, 0);
 	tern_timestep_embedding(1.0f, 0, 10000.0f, xc);
 	cr_assert(xc[0] == 7.0f);
+}
+
+/* ---- top-k ---------------------------------------------------------------- */
+
+typedef struct { float v; int32_t id; } vid;
+
+static int by_rank(const void *a, const void *b)
+{
+	const vid *x = a, *y = b;
+
+	if (x->v != y->v)
+		return x->v > y->v ? -1 : 1;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Against a full sort, on sizes around the 16-wide blocks, with ties
+ * (values rounded to quarters), infinities, and values rising through
+ * the array so that many blocks hold a newcomer. */
+Test(ops, top_k_equals_the_head_of_a_full_sort)
+{
+	static const int64_t ns[] = { 1, 2, 15, 16, 17, 31, 33, 100, 1000, 4099 };
+	tu_rng r = tu_rng_new(77);
+	for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+		const int64_t n = ns[c];
+		float *v = malloc(sizeof *v * (size_t)n);
+		vid *ref = malloc(sizeof *ref * (size_t)n);
+		int32_t *idx = malloc(sizeof *idx * (size_t)n);
+		for (int kind = 0; kind < 3; kind++) {
+			for (int64_t i = 0; i < n; i++) {
+				float x = roundf(tu_normal(&r) * 6.0f) / 4.0f;
+				if (kind == 1)
+					x += (float)i / 8.0f; /* rising: newcomers everywhere */
+				if (kind == 2 && tu_int(&r, 0, 9) == 0)
+					x = tu_int(&r, 0, 1) ? INFINITY : -INFINITY;
+				v[i] = x;
+				ref[i] = (vid){ x, (int32_t)i };
+			}
+			qsort(ref, (size_t)n, sizeof *ref, by_rank);
+			const int64_t ks[] = { 1, 2, 3, 16, 17, 40, n / 2, n - 1, n };
+			for (size_t q = 0; q < sizeof ks / sizeof ks[0]; q++) {
+				const int64_t k = ks[q];
+				if (k < 1 || k > n)
+					continue;
+				memset(idx, 0xff, sizeof *idx * (size_t)n);
+				cr_assert_eq(tern_top_k(v, n, k, idx), TERN_OK);
+				for (int64_t j = 0; j < k; j++)
+					cr_assert_eq(idx[j], ref[j].id,
+						     "n %lld kind %d k %lld: place %lld is %d, not %d",
+						     (long long)n, kind, (long long)k, (long long)j,
+						     (int)idx[j], (int)ref[j].id);
+				for (int64_t j = k; j < n; j++)
+					cr_assert_eq(idx[j], -1, "wrote past idx[k]");
+			}
+		}
+		free(v);
+		free(ref);
+		free(idx);
+	}
+}
+
+Test(ops, top_k_rejects_bad_sizes)
+{
+	float v[4] = { 1, 2, 3, 4 };
+	int32_t idx[4];
+
+	cr_assert_eq(tern_top_k(v, 4, 0, idx), TERN_E_INVALID);
+	cr_assert_eq(tern_top_k(v, 4, 5, idx), TERN_E_INVALID);
+	cr_assert_eq(tern_top_k(v, 0, 0, idx), TERN_E_INVALID);
+	cr_assert_eq(tern_top_k(NULL, 4, 1, idx), TERN_E_INVALID);
+	cr_assert_eq(tern_top_k(v, 4, 1, NULL), TERN_E_INVALID);
+	cr_assert_eq(tern_top_k(v, (int64_t)INT32_MAX + 1, 1, idx), TERN_E_INVALID);
 }

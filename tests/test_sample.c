@@ -4,7 +4,10 @@
  * greedy and its tie rule, the exact sets top-k, top-p and min-p keep,
  * draw frequencies against the softmax they should follow (a chi-square
  * bound), the repetition penalty and its window, and reproducibility of
- * seeded streams.
+ * seeded streams. The vectorized scans are checked on vocabularies of
+ * many 16-wide blocks plus a tail: greedy's first maximum, NaN and -inf
+ * anywhere, and top-k's one-pass heap, whose draws must equal, seed for
+ * seed, those of the quickselect path on the k best alone.
  *
  * Frequency tests draw 1e5 tokens (2e4 over large vocabularies): the
  * chi-square statistic of k categories has mean k-1 and standard
@@ -13,6 +16,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -320,6 +324,141 @@ Test(sample, repetition_penalty_divides_positive_and_multiplies_negative_logits)
 	cr_assert_eq(tern_sampler_sample(s, ctx, l, &id), TERN_OK);
 	cr_assert_eq(id, 0);
 	tern_sampler_free(s);
+}
+
+/* Logits over a vocabulary of many 16-wide blocks plus a tail, rounded
+ * to quarters so ties are everywhere, with some -inf. */
+static void tied_logits(float *l, int n, uint64_t seed)
+{
+	tu_rng r = tu_rng_new(seed);
+
+	for (int i = 0; i < n; i++) {
+		bool dead = tu_int(&r, 0, 19) == 0;
+
+		l[i] = dead ? -INFINITY : roundf(tu_normal(&r) * 8.0f) / 4.0f;
+	}
+}
+
+Test(sample, greedy_scans_every_block_and_the_tail_for_the_first_maximum)
+{
+	enum { N = 16 * 60 + 7 };
+	static float l[N];
+	tern_sampler_params p = plain(0);
+	tern_sampler *s = make(&p, N);
+	/* The first maximum in a block's last lane, in a later block, in
+	 * the tail, and at id 0; each time a copy sits further on. */
+	static const int at[] = { 16 * 7 + 15, 16 * 59 + 3, N - 2, 0 };
+	int32_t id;
+
+	for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+		tied_logits(l, N, 40 + k);
+		l[at[k]] = 100.0f;
+		l[N - 1] = 100.0f;
+		l[at[k] + 1] = 100.0f;
+		cr_assert_eq(tern_sampler_sample(s, ctx, l, &id), TERN_OK);
+		cr_assert_eq(id, at[k], "case %zu: got %d", k, (int)id);
+	}
+	/* Everything -inf but one id, in a block: greedy or not, that id. */
+	for (int i = 0; i < N; i++)
+		l[i] = -INFINITY;
+	l[16 * 30 + 9] = -1e30f;
+	cr_assert_eq(tern_sampler_sample(s, ctx, l, &id), TERN_OK);
+	cr_assert_eq(id, 16 * 30 + 9);
+	tern_sampler_free(s);
+	p = plain(1.0f);
+	p.top_k = 5;
+	s = make(&p, N);
+	cr_assert_eq(tern_sampler_sample(s, ctx, l, &id), TERN_OK);
+	cr_assert_eq(id, 16 * 30 + 9);
+	/* Every logit -inf is an error whatever the block it would be in. */
+	l[16 * 30 + 9] = -INFINITY;
+	cr_assert_eq(tern_sampler_sample(s, ctx, l, &id), TERN_E_INVALID);
+	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "every logit is -inf"));
+	/* A NaN inside a block is found and named. */
+	tied_logits(l, N, 44);
+	l[16 * 21 + 6] = NAN;
+	cr_assert_eq(tern_sampler_sample(s, ctx, l, &id), TERN_E_INVALID);
+	cr_assert_not_null(strstr(tern_ctx_errmsg(ctx), "logit 342 is NaN"), "%s",
+			   tern_ctx_errmsg(ctx));
+	tern_sampler_free(s);
+}
+
+Test(sample, top_k_breaks_ties_toward_the_lowest_ids_across_blocks)
+{
+	enum { N = 16 * 10 + 3, K = 6, T = 3000 };
+	float l[N];
+	int count[N] = { 0 };
+	/* All tied but two larger ones inside blocks, with tied ids after
+	 * them in the block and in the tail: the k best are those two and
+	 * ids 0..3. */
+	for (int i = 0; i < N; i++)
+		l[i] = 0.5f;
+	l[16 * 5 + 2] = 2.0f;
+	l[16 * 8 + 7] = 3.0f;
+	tern_sampler_params p = plain(100.0f);
+	p.top_k = K;
+	tern_sampler *s = make(&p, N);
+	for (int t = 0; t < T; t++) {
+		int32_t id;
+
+		cr_assert_eq(tern_sampler_sample(s, ctx, l, &id), TERN_OK);
+		cr_assert(id < 4 || id == 16 * 5 + 2 || id == 16 * 8 + 7, "drew %d", (int)id);
+		count[id]++;
+	}
+	for (int i = 0; i < 4; i++)
+		cr_assert_gt(count[i], 0);
+	tern_sampler_free(s);
+}
+
+/* top-k's single pass against the other path through the sampler: the
+ * same draws, seed for seed, as top-k off on logits where everything but
+ * the k best (by logit, then lowest id; computed here with a full sort)
+ * is -inf. Ties straddle the k-th place from k = 16 on. */
+Test(sample, top_k_draws_equal_those_of_the_k_best_alone)
+{
+	enum { N = 16 * 200 + 11, T = 3000 };
+	static float l[N], masked[N];
+	static pid order[N];
+	static const int ks[] = { 1, 2, 16, 37, 40, 41, 500, 499 };
+
+	for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
+		int k = ks[c], live = 0;
+
+		tied_logits(l, N, 50 + c);
+		for (int i = 0; i < N; i++)
+			if (l[i] != -INFINITY)
+				order[live++] = (pid){ l[i], i };
+		qsort(order, (size_t)live, sizeof *order, by_prob);
+		cr_assert_lt(k, live);
+		if (k >= 16)
+			cr_assert_eq(order[k - 1].p, order[k].p, "case %zu: no tie at the k-th place",
+				     c);
+		for (int i = 0; i < N; i++)
+			masked[i] = -INFINITY;
+		for (int i = 0; i < k; i++)
+			masked[order[i].id] = l[order[i].id];
+
+		/* top_p below 1 makes the other path sort its survivors as
+		 * top-k does; 0.9999 and a high temperature keep the tied k-th
+		 * candidates in play, 0.9 with min_p cuts through the k. */
+		tern_sampler_params p = plain(c % 2 ? 0.7f : 1.5f);
+		p.top_p = c % 2 ? 0.9f : 0.9999f;
+		p.min_p = c % 2 ? 0.01f : 0.0f;
+		p.top_k = k;
+		tern_sampler *a = make(&p, N);
+		p.top_k = 0;
+		tern_sampler *b = make(&p, N);
+		for (int t = 0; t < T; t++) {
+			int32_t x, y;
+
+			cr_assert_eq(tern_sampler_sample(a, ctx, l, &x), TERN_OK);
+			cr_assert_eq(tern_sampler_sample(b, ctx, masked, &y), TERN_OK);
+			cr_assert_eq(x, y, "case %zu (k %d), draw %d: %d vs %d", c, k, t, (int)x,
+				     (int)y);
+		}
+		tern_sampler_free(a);
+		tern_sampler_free(b);
+	}
 }
 
 Test(sample, same_seed_same_tokens_and_reset_restarts)

@@ -126,6 +126,15 @@ TERN_API void tern_gate_add(float *x, const float *gate, const float *y, int64_t
  * (cos first), zero-padded if dim is odd. out [dim]. */
 TERN_API void tern_timestep_embedding(float t, int64_t dim, float max_period, float *out);
 
+/* The ids of the k largest values of v[n] into idx[k], best first: the
+ * larger value first, the lower id first among equal values.
+ * TERN_E_INVALID unless 1 <= k <= n <= INT32_MAX and v, idx are given.
+ * v should hold no NaN: where it does, which ids come out is unspecified,
+ * but nothing outside v[n] and idx[k] is touched. One pass with a heap of
+ * k ids; 16 values none of which beats the k-th best so far cost one
+ * vector compare, so a large n with a small k reads like a plain scan. */
+TERN_API int tern_top_k(const float *v, int64_t n, int64_t k, int32_t *idx);
+
 /* Vector helpers; y may be x. */
 TERN_API void tern_vec_add(float *y, const float *x, int64_t n);   /* y += x */
 TERN_API void tern_vec_mul(float *y, const float *x, int64_t n);   /* y *= x */

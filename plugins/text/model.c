@@ -1104,46 +1104,6 @@ void text_embed(const text_model *m, int64_t id, float *dst, float *tmp)
 		dst[j] += tmp[j];
 }
 
-/* Is row a ranked below row b (smaller value; on ties, the larger id)? */
-static bool ranks_below(const float *v, int32_t a, int32_t b)
-{
-	return v[a] < v[b] || (v[a] == v[b] && a > b);
-}
-
-static void sift_down(const float *v, int32_t *h, int64_t k, int64_t i)
-{
-	for (;;) {
-		int64_t c = 2 * i + 1;
-		if (c >= k)
-			return;
-		if (c + 1 < k && ranks_below(v, h[c + 1], h[c]))
-			c++;
-		if (!ranks_below(v, h[c], h[i]))
-			return;
-		int32_t t = h[c];
-		h[c] = h[i];
-		h[i] = t;
-		i = c;
-	}
-}
-
-/* The ids of the k highest of v[n] (1 <= k <= n, ties to the lower id)
- * into idx, in no particular order; returns the lowest of those k values.
- * A min-heap: one comparison for most of the n. */
-static float top_k(const float *v, int64_t n, int64_t k, int32_t *idx)
-{
-	for (int64_t i = 0; i < k; i++)
-		idx[i] = (int32_t)i;
-	for (int64_t i = k / 2; i-- > 0;)
-		sift_down(v, idx, k, i);
-	for (int64_t i = k; i < n; i++)
-		if (ranks_below(v, idx[0], (int32_t)i)) {
-			idx[0] = (int32_t)i;
-			sift_down(v, idx, k, 0);
-		}
-	return v[idx[0]];
-}
-
 /* Add the head residual to one row of 4-bit logits, for the candidates
  * that can matter (REFINE_* above): their rows are gathered into
  * s->res_rows and multiplied by x, the same activations the 4-bit head
@@ -1170,7 +1130,10 @@ static int refine_logits(tern_ctx *ctx, const text_model *m, text_state *s, cons
 				logits[i] += s->res_out[i];
 			return TERN_OK;
 		}
-		const float kth = top_k(logits, V, k, s->res_idx);
+		if (tern_top_k(logits, V, k, s->res_idx))
+			return tern_error(ctx, TERN_E_INTERNAL, "text: top %lld of %lld logits",
+					  (long long)k, (long long)V);
+		const float kth = logits[s->res_idx[k - 1]];
 		tern_tensor g = *s->res_rows;
 		g.shape[0] = k;
 		g.nbytes = (size_t)k * (rb + sb);
