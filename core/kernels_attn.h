@@ -24,16 +24,33 @@
  * ATT_QH 2, two heads share each key and value vector loaded (and, for
  * an f16 cache, converted): each accumulator still sees the same
  * operations in the same order, so the results are those of one head at a
- * time, bit for bit. Keys are prefetched ATT_PFK blocks ahead: the cache
- * holds a kv head's rows every n_kv_heads * head_dim elements, a pattern
- * the hardware prefetchers follow poorly. Measured on the Zen 5 VM, one
- * thread, 30 layers x 5 kv heads of 4 query heads x 1500 positions from
- * memory: 17.5-19.3 -> 14.7-16.5 ms (one head at a time, no prefetch ->
- * both); from cache the pairs alone gain about 20%. */
+ * time, bit for bit. Keys are prefetched ATT_PFK blocks ahead and values
+ * ATT_PFV rows ahead (a row's worth for each row the first head reads):
+ * rows may lie kvs elements apart (a cache that interleaves kv heads), a
+ * pattern the hardware prefetchers follow poorly, and even contiguous
+ * rows (the text plugin's cache since 2026-12-03) gain from the values'.
+ * Measured on the Zen 5 VM, one thread, 30 layers x 5 kv heads of 4 query
+ * heads x 1500 positions from memory: 17.5-19.3 -> 14.7-16.5 ms (one head
+ * at a time, no prefetch -> pairs and key prefetch); from cache the pairs
+ * alone gain about 20%. Per position and kv head, ns (f32 / f16 cache):
+ * interleaved rows 50-52 / 32-38, contiguous 46-48 / 23-30, contiguous
+ * with value prefetch 39-44 / 20-27; from L2 25 / 21. */
 #define ATT_KB 8
 #define ATT_OB 8
 #define ATT_VB 32
 #define ATT_PFK 2
+#define ATT_PFV 16
+
+/* Prefetches elements [off, off + n) of base (f32 or f16). The address
+ * may lie past the cache's end (prefetches never fault): it is formed as
+ * an integer. */
+KINLINE void prefetch_row(const void *base, int64_t off, int64_t n, const int F16)
+{
+	const size_t esz = F16 ? 2 : 4;
+	const uintptr_t a = (uintptr_t)base + (size_t)off * esz;
+	for (size_t b = 0; b < (size_t)n * esz; b += 64)
+		_mm_prefetch((const char *)(a + b), _MM_HINT_T0);
+}
 
 /* The body, with keys and values read as f32 or (F16) as f16. KV offsets
  * are in elements. */
@@ -47,14 +64,9 @@ KINLINE void attn_body(const float *q, int64_t G, const void *k, const void *v, 
 	for (int64_t j = 0; j < nk; j += ATT_KB) {
 		const int64_t kb = nk - j < ATT_KB ? nk - j : ATT_KB;
 		const int64_t kj = j * kvs;
-		if (j + (ATT_PFK + 1) * ATT_KB <= nk) {
-			const size_t esz = F16 ? 2 : 4;
-			const uintptr_t r0 = (uintptr_t)k + (size_t)(kj + ATT_PFK * ATT_KB * kvs) * esz;
+		if (j + (ATT_PFK + 1) * ATT_KB <= nk)
 			for (int r = 0; r < ATT_KB; r++)
-				for (size_t b = 0; b < (size_t)hd * esz; b += 64)
-					_mm_prefetch((const char *)(r0 + (size_t)(r * kvs) * esz + b),
-						     _MM_HINT_T0);
-		}
+				prefetch_row(k, kj + (ATT_PFK * ATT_KB + r) * kvs, hd, F16);
 		int64_t g = 0;
 #if ATT_QH == 2
 		if (kb == ATT_KB)
@@ -156,6 +168,8 @@ KINLINE void attn_body(const float *q, int64_t G, const void *k, const void *v, 
 					for (int64_t jj = j0; jj < j1; jj++) {
 						const VT p0 = SET1(s0[jj]), p1 = SET1(s1[jj]);
 						const int64_t vj = jj * kvs + c0;
+						if (g == 0)
+							prefetch_row(v, vj + ATT_PFV * kvs, cw, F16);
 #pragma GCC unroll 8
 						for (int u = 0; u < ATT_OB; u++) {
 							const VT vv = KVLOAD(F16, v, vj + u * VEC);
@@ -186,6 +200,8 @@ KINLINE void attn_body(const float *q, int64_t G, const void *k, const void *v, 
 					for (int64_t jj = j0; jj < j1; jj++) {
 						const VT pj = SET1(sg[jj]);
 						const int64_t vj = jj * kvs + c0;
+						if (g == 0)
+							prefetch_row(v, vj + ATT_PFV * kvs, cw, F16);
 #pragma GCC unroll 8
 						for (int u = 0; u < ATT_OB; u++) {
 							const VT vv = KVLOAD(F16, v, vj + u * VEC);
@@ -196,6 +212,8 @@ KINLINE void attn_body(const float *q, int64_t G, const void *k, const void *v, 
 					for (int64_t jj = j0; jj < j1; jj++) {
 						const VT pj = SET1(sg[jj]);
 						const int64_t vj = jj * kvs + c0;
+						if (g == 0)
+							prefetch_row(v, vj + ATT_PFV * kvs, cw, F16);
 						for (int64_t u = 0; u + 1 < nv; u++) {
 							const VT vv = KVLOAD(F16, v, vj + u * VEC);
 							o[u] = FMA(pj, vv, o[u]);
@@ -226,6 +244,7 @@ static void attn_simd(const float *q, int64_t G, const void *k, const void *v, b
 #undef ATT_OB
 #undef ATT_VB
 #undef ATT_PFK
+#undef ATT_PFV
 
 /* The macros were the including file's arguments to this one. */
 #undef VEC

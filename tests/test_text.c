@@ -379,10 +379,14 @@ Test(text, f16_kv_cache_rounds_what_f32_would_hold)
 	run_incremental(&L, step);
 	cr_assert_eq(cap.pos_k, N_TOK);
 	cr_assert_eq(cap.pos_v, N_TOK);
+	/* The cache holds each kv head's positions together (model.h). */
 	const uint16_t *kh = L.state->k_cache, *vh = L.state->v_cache;
+	const int64_t hd = L.model->cfg.head_dim, n_ctx = L.state->n_ctx;
 	for (int64_t i = 0; i < N_TOK * cap.kw; i++) {
-		cr_assert_eq(kh[i], tern_f32_to_f16(cap.k[i]), "k[%lld]", (long long)i);
-		cr_assert_eq(vh[i], tern_f32_to_f16(cap.v[i]), "v[%lld]", (long long)i);
+		const int64_t pos = i / cap.kw, h = i % cap.kw / hd, e = i % hd;
+		const int64_t at = (h * n_ctx + pos) * hd + e;
+		cr_assert_eq(kh[at], tern_f32_to_f16(cap.k[i]), "k[%lld]", (long long)i);
+		cr_assert_eq(vh[at], tern_f32_to_f16(cap.v[i]), "v[%lld]", (long long)i);
 	}
 	/* The same f16 cache filled in one batch. */
 	loaded B = load(gguf, 64, 0);

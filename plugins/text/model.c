@@ -530,10 +530,8 @@ int text_state_new_kv(tern_ctx *ctx, const text_model *m, int64_t n_ctx, int64_t
 	const int64_t kv_rows = kv_type == TERN_DTYPE_F16 ? (KW + 1) / 2 : KW;
 	s->k_cache = alloc_floats(c->n_layers * n_ctx, kv_rows, &rc);
 	s->v_cache = alloc_floats(c->n_layers * n_ctx, kv_rows, &rc);
-	if (kv_type == TERN_DTYPE_F16) {
-		s->kbuf = alloc_floats(n_batch, KW, &rc);
-		s->vbuf = alloc_floats(n_batch, KW, &rc);
-	}
+	s->kbuf = alloc_floats(n_batch, KW, &rc);
+	s->vbuf = alloc_floats(n_batch, KW, &rc);
 	s->x = alloc_floats(n_batch, c->n_embd, &rc);
 	s->xb = alloc_floats(n_batch, c->n_embd > QW ? c->n_embd : QW, &rc);
 	s->q = alloc_floats(n_batch, QW, &rc);
@@ -724,23 +722,24 @@ static void rope_l2c(float *x, int64_t n_heads, int64_t hd, int64_t pos, float b
 	}
 }
 
-/* Causal attention of n tokens at pos0.. over the cache, one head at a
- * time: float dot products in order, divided by sqrt(head size), a float
- * softmax, values accumulated position by position. scratch [pos0 + n]. */
+/* Causal attention of n tokens at pos0.. over the cache (text_state's
+ * layout, n_ctx positions a kv head), one head at a time: float dot
+ * products in order, divided by sqrt(head size), a float softmax, values
+ * accumulated position by position. scratch [pos0 + n]. */
 static void attn_l2c(const text_config *c, const float *q, const float *kc, const float *vc,
-		     float *out, int64_t n, int64_t pos0, float *scratch)
+		     float *out, int64_t n, int64_t pos0, int64_t n_ctx, float *scratch)
 {
-	const int64_t hd = c->head_dim, QW = c->n_heads * hd, KW = c->n_kv_heads * hd;
+	const int64_t hd = c->head_dim, QW = c->n_heads * hd;
 	const int64_t group = c->n_heads / c->n_kv_heads;
 	const float div = sqrtf((float)hd);
 	for (int64_t t = 0; t < n; t++) {
 		const int64_t nk = pos0 + t + 1;
 		for (int64_t h = 0; h < c->n_heads; h++) {
 			const float *qh = q + t * QW + h * hd;
-			const int64_t koff = (h / group) * hd;
+			const int64_t koff = (h / group) * n_ctx * hd;
 			float mx = -INFINITY, sum = 0.0f;
 			for (int64_t j = 0; j < nk; j++) {
-				const float *kh = kc + j * KW + koff;
+				const float *kh = kc + koff + j * hd;
 				float sc = 0.0f;
 				for (int64_t i = 0; i < hd; i++)
 					sc += qh[i] * kh[i];
@@ -756,7 +755,7 @@ static void attn_l2c(const text_config *c, const float *q, const float *kc, cons
 			float *oh = out + t * QW + h * hd;
 			memset(oh, 0, (size_t)hd * sizeof(float));
 			for (int64_t j = 0; j < nk; j++) {
-				const float *vh = vc + j * KW + koff;
+				const float *vh = vc + koff + j * hd;
 				for (int64_t i = 0; i < hd; i++)
 					oh[i] += scratch[j] * vh[i];
 			}
@@ -831,7 +830,7 @@ typedef struct attn_job {
 	const text_config *c;
 	const float *q;         /* [n][QW] */
 	tern_dtype kv_type;
-	const void *k, *v;      /* this layer's cache from position 0 */
+	const void *k, *v;      /* this layer's caches: n_kv_heads runs of n_ctx rows */
 	float *out;             /* [n][QW] */
 	int64_t n, pos0, n_ctx;
 	float *scratch;         /* nth rows of n_ctx x (n_heads / n_kv_heads) floats */
@@ -844,7 +843,7 @@ static void attn_fn(void *arg, int ith, int nth)
 	attn_job *j = arg;
 	const text_config *c = j->c;
 	const int64_t group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
-	const int64_t QW = c->n_heads * hd, KW = c->n_kv_heads * hd;
+	const int64_t QW = c->n_heads * hd;
 	const int64_t items = j->n * c->n_kv_heads;
 	float *scratch = j->scratch + (size_t)ith * (size_t)j->n_ctx * (size_t)group;
 	/* One token (decode): every head costs the same, so each thread
@@ -876,10 +875,10 @@ static void attn_fn(void *arg, int ith, int nth)
 			.n_q = 1, .n_kv = j->pos0 + t + 1, .n_heads = nh, .n_kv_heads = 1,
 			.head_dim = hd, .q_pos0 = j->pos0 + t, .causal = true,
 			.scale = 1.0f / sqrtf((float)hd),
-			.q_stride = QW, .kv_stride = KW, .out_stride = QW,
+			.q_stride = QW, .kv_stride = hd, .out_stride = QW,
 		};
 		const size_t esz = j->kv_type == TERN_DTYPE_F16 ? 2 : 4;
-		const size_t off = (size_t)((h / group) * hd) * esz;
+		const size_t off = (size_t)((h / group) * j->n_ctx * hd) * esz;
 		int rc = tern_attention_ctx(j->ctx, &p, j->q + t * QW + h * hd, j->kv_type,
 					    (const char *)j->k + off, (const char *)j->v + off,
 					    j->out + t * QW + h * hd, scratch);
@@ -977,6 +976,30 @@ static int rows_run(tern_ctx *ctx, row_job *j)
 }
 
 /* One pass of the layers over n <= s->n_batch tokens at s->pos. */
+/* Stores the chunk's n rows of new keys or values, src [n][KW], at
+ * positions pos0.. of one layer's cache (f32 or f16, as the state's),
+ * each kv head's slice into that head's run. */
+static int store_kv(tern_ctx *ctx, const text_state *s, const text_config *c, void *cache,
+		    const float *src, int64_t pos0, int64_t n)
+{
+	const int64_t hd = c->head_dim, KW = c->n_kv_heads * hd;
+	for (int64_t h = 0; h < c->n_kv_heads; h++) {
+		const size_t row0 = (size_t)(h * s->n_ctx + pos0) * (size_t)hd;
+		for (int64_t t = 0; t < n; t++) {
+			const float *x = src + t * KW + h * hd;
+			const size_t at = row0 + (size_t)(t * hd);
+			if (s->kv_type == TERN_DTYPE_F16) {
+				int rc = tern_f32_to_f16_row(ctx, x, (uint16_t *)cache + at, hd);
+				if (rc)
+					return rc;
+			} else {
+				memcpy((float *)cache + at, x, sizeof(float) * (size_t)hd);
+			}
+		}
+	}
+	return TERN_OK;
+}
+
 static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, const int32_t *tok,
 			 int64_t n)
 {
@@ -1002,17 +1025,16 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 	int rc = TERN_OK;
 	for (int64_t l = 0; l < c->n_layers && rc == TERN_OK; l++) {
 		const text_layer *ly = &m->w.layers[l];
-		/* The layer's cache, and where this chunk's keys and values are
-		 * computed: in place in an f32 cache, else in kbuf/vbuf, rounded
-		 * into the f16 cache after RoPE. */
+		/* The layer's caches (in elements: n_kv_heads runs of n_ctx
+		 * positions); this chunk's keys and values are computed in
+		 * kbuf/vbuf and stored after RoPE. */
 		const bool f16 = s->kv_type == TERN_DTYPE_F16;
 		const size_t loff = (size_t)l * (size_t)s->n_ctx * (size_t)KW;
 		float *kc = f16 ? NULL : (float *)s->k_cache + loff;
 		float *vc = f16 ? NULL : (float *)s->v_cache + loff;
 		uint16_t *kh = f16 ? (uint16_t *)s->k_cache + loff : NULL;
 		uint16_t *vh = f16 ? (uint16_t *)s->v_cache + loff : NULL;
-		float *knew = f16 ? s->kbuf : kc + pos0 * KW;
-		float *vnew = f16 ? s->vbuf : vc + pos0 * KW;
+		float *knew = s->kbuf, *vnew = s->vbuf;
 
 		row_job rj = { .op = ROW_NORM, .c = c, .w = ly->attn_norm, .x = s->x, .y = s->xb,
 			       .n = n, .width = E };
@@ -1032,12 +1054,12 @@ static int forward_chunk(tern_ctx *ctx, const text_model *m, text_state *s, cons
 		trace(s, "Qcur", l, s->q, n, QW);
 		trace(s, "Kcur", l, knew, n, KW);
 		trace(s, "Vcur", l, vnew, n, KW);
-		if (f16 && ((rc = tern_f32_to_f16_row(ctx, knew, kh + pos0 * KW, n * KW)) ||
-			    (rc = tern_f32_to_f16_row(ctx, vnew, vh + pos0 * KW, n * KW))))
+		if ((rc = store_kv(ctx, s, c, kc ? (void *)kc : kh, knew, pos0, n)) ||
+		    (rc = store_kv(ctx, s, c, vc ? (void *)vc : vh, vnew, pos0, n)))
 			break;
 
 		if (c->arch == TEXT_ARCH_BITLLAMA2C) {
-			attn_l2c(c, s->q, kc, vc, s->att, n, pos0, scratch);
+			attn_l2c(c, s->q, kc, vc, s->att, n, pos0, s->n_ctx, scratch);
 		} else {
 			attn_job aj = { .ctx = ctx, .c = c, .q = s->q, .kv_type = s->kv_type,
 					.k = f16 ? (const void *)kh : kc,

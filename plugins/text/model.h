@@ -121,10 +121,14 @@ typedef struct text_state {
 	int64_t n_batch;    /* most tokens one pass of the layers takes */
 	int64_t pos;        /* positions already in the cache */
 	tern_dtype kv_type; /* of the cache: TERN_DTYPE_F32 or TERN_DTYPE_F16 */
-	void *k_cache;      /* [n_layers][n_ctx][n_kv_heads * head_dim], after RoPE */
-	void *v_cache;      /* [n_layers][n_ctx][n_kv_heads * head_dim] */
-	float *kbuf, *vbuf; /* f16 cache only: [n_batch][n_kv_heads * head_dim], the
-	                       chunk's new keys (RoPE applied here) and values in f32 */
+	/* The caches hold each kv head's positions together, so attention
+	 * reads one contiguous run per kv head: [n_layers][n_kv_heads][n_ctx]
+	 * [head_dim], keys after RoPE. */
+	void *k_cache;
+	void *v_cache;
+	float *kbuf, *vbuf; /* [n_batch][n_kv_heads * head_dim]: the chunk's new keys
+	                       (RoPE applied here) and values in f32, before they are
+	                       stored (and for an f16 cache rounded) into the caches */
 	float *x;           /* [n_batch][n_embd] residual stream */
 	float *xb;          /* [n_batch][max(n_embd, n_heads * head_dim)] normed input / projection out */
 	float *q;           /* [n_batch][n_heads * head_dim] */
