@@ -480,33 +480,41 @@ Test(kernels, simd_single_token_rows_are_bit_exact_with_scalar)
 	}
 }
 
-Test(kernels, simd_t3_long_rows_stay_exact)
+Test(kernels, simd_long_rows_stay_exact)
 {
-	/* AVX-512's one-token T3 tile keeps 256 times each lane's sum and
-	 * folds it every 1024 groups; with all codes 2 against -128 over
-	 * 700000 weights, a lane would leave int32 without the fold. */
+	/* All codes 2 against -128, one token. AVX-512's one-token T3 tile
+	 * keeps 256 times each lane's sum and folds it every 1024 groups:
+	 * over 700000 weights a lane would leave int32 without the fold. Its
+	 * T2 rows keep slice p's sums times 4^p (128 x -128 a product for
+	 * the top slice): at the longest row matmul takes (2^22 weights) a
+	 * lane reaches -2^29, which must come back exactly. */
 	tern_kernel_path paths[TERN_KERNEL_COUNT];
 	int np = simd_paths(paths);
 	if (np == 0)
 		cr_skip_test("no SIMD kernel path on this CPU");
 	tu_rng rng = tu_rng_new(7);
-	tcase c;
-	tcase_make(&c, TERN_DTYPE_T3, 5, 700000, 1, &rng);
-	for (int64_t r = 0; r < c.rows; r++) {
-		memset(c.wv + r * c.kpad, 1, (size_t)c.k);
-		pack_row(c.dt, c.wv + r * c.kpad, c.k, c.w + r * c.ws);
+	for (int dti = 0; dti < 2; dti++) {
+		tcase c;
+		if (dti == 0)
+			tcase_make(&c, TERN_DTYPE_T3, 5, 700000, 1, &rng);
+		else
+			tcase_make(&c, TERN_DTYPE_T2, 2, (1 << 22) - 3, 1, &rng);
+		for (int64_t r = 0; r < c.rows; r++) {
+			memset(c.wv + r * c.kpad, 1, (size_t)c.k);
+			pack_row(c.dt, c.wv + r * c.kpad, c.k, c.w + r * c.ws);
+		}
+		memset(c.a, 0x80, (size_t)c.kpad);
+		int32_t *ref = run_tdot(tern_kernels_scalar(), &c, c.kpad);
+		cr_assert_eq(ref[0], (2 * c.k + (c.kpad - c.k)) * -128);
+		for (int pi = 0; pi < np; pi++) {
+			int32_t *out = run_tdot(tern_kernels_get(paths[pi]), &c, c.kpad);
+			cr_assert_eq(memcmp(out, ref, sizeof(int32_t) * (size_t)c.rows), 0,
+				     "%s %s", tern_dtype_name(c.dt), tern_kernel_path_name(paths[pi]));
+			free(out);
+		}
+		free(ref);
+		tcase_free(&c);
 	}
-	memset(c.a, 0x80, (size_t)c.kpad);
-	int32_t *ref = run_tdot(tern_kernels_scalar(), &c, c.kpad);
-	cr_assert_eq(ref[0], (2 * c.k + (c.kpad - c.k)) * -128);
-	for (int pi = 0; pi < np; pi++) {
-		int32_t *out = run_tdot(tern_kernels_get(paths[pi]), &c, c.kpad);
-		cr_assert_eq(memcmp(out, ref, sizeof(int32_t) * (size_t)c.rows), 0, "%s",
-			     tern_kernel_path_name(paths[pi]));
-		free(out);
-	}
-	free(ref);
-	tcase_free(&c);
 }
 
 Test(kernels, simd_ternary_raw_handles_extreme_activations)
